@@ -1,0 +1,27 @@
+# `make demo` and `make test` set everything up on a fresh machine, then run the main job or every check.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test docs readme
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/mixcot grade ../shared/data/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \
+		--label-field score --out runs/demo/grade-qwen2.5-14b-math500
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/check.sh
+
+docs: setup
+	PATH="$(abspath $(BIN)):$$PATH" python tools/docs.py
+
+readme: setup
+	$(BIN)/python tools/readme.py

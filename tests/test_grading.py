@@ -1,0 +1,245 @@
+"Grading on real responses, the curated equivalence set, hard time limits (main thread, threads, pool workers) and the judge hook."
+import json, multiprocessing as mp, string, threading, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mixcot_nb.grading import (EQUIV_CASES, JUDGE_SYSTEM, Verdict, answers_match, chat_judge, extract_answer,
+                               final_segment, grade, grade_many, hendrycks_is_equiv, judge_messages, last_boxed,
+                               match_answers, math_verify_alone, normalise_answer, parse_judgement, read_harness_jsonl,
+                               reference_answer, summarise)
+
+DATA = Path(__file__).resolve().parents[2]/"shared"/"data"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not beside the checkout")
+
+TIMEOUT = 1.0
+SLOW = ("(x+y+z)^{60}", "(x+y-z)^{60}")      # passes the guards; sympy needs about 6 s: only a kill stops it
+PATHOLOGICAL = ["10^{10^{10^{10^{10}}}}", "1000000!", "9^{9^{9}}", "2^{100000000}", "\\frac{", "\\frac{1}{2",
+                "}{", "{" * 5000, "\\sqrt{" * 2000 + "2" + "}" * 2000, "1+" * 50_000 + "1", "9" * 100_000,
+                "5\x00\x00", "\x00" * 100, "(" * 300 + ")" * 300, "\\boxed{\\boxed{\\boxed{", SLOW[1]]
+
+
+# ---------------------------------------------------------------- extraction
+
+def test_last_boxed_forms():
+    assert last_boxed("a \\boxed{1} b \\boxed{\\frac{2}{3}}") == "\\frac{2}{3}"
+    assert last_boxed("\\boxed{\\{1,2\\}}") == "\\{1,2\\}"
+    assert last_boxed("\\fbox{7}") == "7"
+    assert last_boxed("$\\boxed 12$ more") == "12"
+    assert last_boxed("\\boxed{\\frac{1}{2}") is None
+    assert last_boxed("nothing") is None and last_boxed(None) is None
+
+
+def test_think_rule():
+    assert extract_answer("<think>\\boxed{1}</think> so \\boxed{2}") == "2"
+    assert extract_answer("<think>\\boxed{1}</think><think>again \\boxed{3}") is None       # last think unclosed
+    assert extract_answer("<think>no answer yet \\boxed{1}") is None
+    assert extract_answer("</think>\\boxed{4}") == "4"                                      # template opened it
+    assert extract_answer("<think>\\boxed{1}</think> no box after") is None
+    assert final_segment("<|begin_of_thought|>x<|end_of_thought|><|begin_of_solution|>\\boxed{9}<|end_of_solution|>tail \\boxed{8}") == "\\boxed{9}"
+
+
+def test_final_answer_forms():
+    assert extract_answer("Final Answer: The final answer is $5$. I hope it is correct.") == "5"
+    assert extract_answer("Final Answer: 5") == "5"
+    assert extract_answer("Final Answer: \\(x^2\\)") == "x^2"
+    assert extract_answer("Thus the final answer is: 12.") == "12"
+    assert extract_answer("I think that's the final answer.") is None
+
+
+def test_gsm8k_rule_on_the_real_references():
+    rows = [json.loads(l) for l in open(DATA/"gsm8k"/"test.jsonl")] if DATA.exists() else []
+    if not rows: pytest.skip("no data")
+    golds = [reference_answer(r["answer"], "gsm8k") for r in rows]
+    assert all(g and "#" not in g and "," not in g for g in golds)
+    assert all(answers_match(g, extract_answer(r["answer"], "gsm8k")) for g, r in zip(golds, rows))
+    assert extract_answer("It costs $1,250. Then 3 more", "gsm8k") == "3"
+    assert extract_answer("\\boxed{18}. Check: 18 = 9 x 2", "gsm8k") == "18"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=string.printable + "\x00{}\\$^_αβ∞−", max_size=400))
+def test_extraction_and_normalisation_never_crash(text):
+    for s in (text, "\\boxed{" + text, text + "</think>" + text, "<think>" + text):
+        a = extract_answer(s)
+        assert a is None or isinstance(a, str)
+        assert isinstance(normalise_answer(s), str)
+
+
+# ---------------------------------------------------------------- equivalence
+
+def test_curated_set_ours_beats_math_verify_and_hendrycks():
+    acc = lambda f: sum(f(g, p) == eq for g, p, eq, _ in EQUIV_CASES) / len(EQUIV_CASES)
+    ours, mv, hend = acc(answers_match), acc(math_verify_alone), acc(hendrycks_is_equiv)
+    print(f"curated set ({len(EQUIV_CASES)} pairs): ours {ours:.3f}, math-verify {mv:.3f}, hendrycks {hend:.3f}")
+    assert len(EQUIV_CASES) >= 60
+    assert ours >= 0.97 and ours >= mv and ours >= hend + 0.3
+
+
+def test_curated_set_covers_each_normalisation():
+    tags = " ".join(t for *_, t in EQUIV_CASES)
+    for need in ["text unit", "degrees", "percent", "dollar", "thousands", "leading zeros", "prefix", "dfrac",
+                 "\\left", "mixed number", "trailing .0", "spaces", "interval", "set", "ordered pair"]:
+        assert need in tags, need
+
+
+def test_no_false_positive_from_normalisation():
+    for g, p in [("100", "1"), ("150", "15"), ("1,2", "12"), ("10\\text{ cm}^2", "100"), ("2\\frac{1}{2}", "1"),
+                 ("\\text{east}", "seat"), ("(1,2)", "\\{1,2\\}"), ("0.07", "7"), ("x=5", "x=-5")]:
+        assert not answers_match(g, p), (g, p)
+
+
+def test_hendrycks_baseline_quirks():
+    assert hendrycks_is_equiv("\\frac{1}{2}", "0.5") and hendrycks_is_equiv("\\dfrac12", "1/2")
+    assert not hendrycks_is_equiv("\\frac14", "0.25")                       # only 0.5 is special-cased
+    assert not hendrycks_is_equiv("50", "50%")                              # the fork removes \% only
+    assert hendrycks_is_equiv("5\\text{ cm}", "5")
+    assert not hendrycks_is_equiv("5\\text{ cm}\\text{ m}", "5")            # two units: raises, raw comparison
+    assert hendrycks_is_equiv("k=7", "7") and not hendrycks_is_equiv("abc=7", "7")
+
+
+@needs_data
+def test_math500_references_match_themselves():
+    rows = [json.loads(l) for l in open(DATA/"math500"/"test.jsonl")]
+    assert len(rows) == 500
+    assert all(answers_match(r["answer"], extract_answer(r["solution"]) or "") for r in rows)
+
+
+# ---------------------------------------------------------------- real responses
+
+FILES = {"shortcot_14b": ("shortcot_qwen25_14b_instruct/math500.jsonl", 500, 0.98),
+         "shortcot_math_x8": ("shortcot_qwen25_math_rm_maj_example/math_cot_100.jsonl", 800, 0.99),
+         "longcot_style": ("longcot_style_math500/math500_even.jsonl", 250, 0.85)}
+THEIR_MISTAKES = {("(2,\\infty)", "[2, \\infty)"), ("10,\\!080", "10080"), ("11,\\! 111,\\! 111,\\! 100", "11111111100"),
+                  ("10{,}000", "10000"), ("3 \\pm 2 \\sqrt{2}", "3 + 2\\sqrt{2}, 3 - 2\\sqrt{2}")}
+
+
+@needs_data
+@pytest.mark.parametrize("name", FILES)
+def test_agreement_with_the_harness_labels(name):
+    path, n, threshold = FILES[name]
+    rows = read_harness_jsonl(DATA/path)
+    vs = grade_many(rows, progress=False)
+    assert len(vs) == n and all(isinstance(v, Verdict) for v in vs)
+    agree = sum(v.correct == r["their_score"] for r, v in zip(rows, vs)) / n
+    print(f"{name}: agreement {agree:.3f}, ours {summarise(vs)['accuracy']:.3f}")
+    assert agree >= threshold
+    for r, v in zip(rows, vs):
+        if v.correct == r["their_score"]: continue
+        # every disagreement is a known kind: their last-number fallback on an unboxed response, or their mistake
+        fallback = v.decided_by == "no_answer" and r["their_score"] and "\\boxed" not in (final_segment(r["response"]) or "")
+        assert fallback or (r["gold"], v.answer) in THEIR_MISTAKES, (r["gold"], v.answer, r["their_pred"])
+
+
+# ---------------------------------------------------------------- time limits
+
+def _check_all_within(fn, inputs, timeout=TIMEOUT):
+    for s in inputs:
+        t0 = time.monotonic()
+        ok, rule = fn(s)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 3 * timeout, (s[:40], elapsed)
+        assert isinstance(ok, bool) and rule in {"exact", "normalised", "math_verify", "timeout", "mismatch"}
+
+
+def test_pathological_inputs_main_thread():
+    _check_all_within(lambda s: match_answers("5", s, timeout=TIMEOUT), PATHOLOGICAL)
+    _check_all_within(lambda s: match_answers(s, "5", timeout=TIMEOUT), PATHOLOGICAL)
+    assert match_answers(*SLOW, timeout=TIMEOUT) == (False, "timeout")
+    assert answers_match("\\frac12", "0.5")                     # the pool recovered after the kill
+
+
+def test_pathological_inputs_from_threads():
+    results, errors = {}, []
+    def work(i, s):
+        try:
+            t0 = time.monotonic()
+            results[i] = (match_answers("5", s, timeout=TIMEOUT), time.monotonic() - t0)
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(PATHOLOGICAL[-6:])]
+    t0 = time.monotonic()
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors and len(results) == 6
+    assert time.monotonic() - t0 < 3 * TIMEOUT + 2, "threads queued behind each other"
+    assert all(el < 3 * TIMEOUT for _, el in results.values())
+    assert results[5][0] == (False, "timeout")
+
+
+def _in_worker(s):
+    t0 = time.monotonic()
+    return match_answers("5", s, timeout=TIMEOUT), time.monotonic() - t0
+
+
+@pytest.mark.parametrize("kind", ["daemonic multiprocessing.Pool", "ProcessPoolExecutor"])
+def test_time_limit_inside_worker_processes(kind):
+    ctx = mp.get_context("fork")
+    inputs = [SLOW[1], "1000000!", "\\frac{1}{2}"]
+    if kind.startswith("daemonic"):
+        with ctx.Pool(1) as pool: out = pool.map(_in_worker, inputs)
+    else:
+        with ProcessPoolExecutor(1, mp_context=ctx) as ex: out = list(ex.map(_in_worker, inputs))
+    assert [r for r, _ in out] == [(False, "timeout"), (False, "timeout"), (False, "mismatch")]
+    assert all(el < 3 * TIMEOUT for _, el in out)
+
+
+def test_grade_many_with_pathological_items():
+    items = [("\\boxed{5}", "5")] + [(f"\\boxed{{{s}}}", "5") for s in PATHOLOGICAL if "}" not in s[-1:] or True] + [
+             ("\\boxed{" + SLOW[1] + "}", SLOW[0]), ("\\boxed{x(x+2)}", "x^2+2x")]
+    t0 = time.monotonic()
+    vs = grade_many(items, timeout=TIMEOUT, progress=False)
+    elapsed = time.monotonic() - t0
+    assert len(vs) == len(items) and vs[0].decided_by == "exact"
+    assert vs[-2].decided_by == "timeout" and vs[-1].decided_by == "math_verify"
+    assert elapsed < 3 * TIMEOUT * 2 + 5, elapsed      # at most a couple of kills in flight per worker, plus start-up
+
+
+# ---------------------------------------------------------------- grade, grade_many, judge
+
+def test_grade_many_matches_grade_and_keeps_order():
+    items = [("\\boxed{1}", "1"), {"response": "\\boxed{2}", "gold": "3", "problem": "p"}, ("no answer", "4"),
+             ("Final Answer: 0.5", "\\frac{1}{2}"), ("\\boxed{\\dfrac{3}{6}}", "0.5"), ("\\boxed{(2,1)}", "(1,2)")] * 5
+    expected = [grade(*it) if isinstance(it, tuple) else grade(it["response"], it["gold"]) for it in items]
+    assert grade_many(items, progress=False) == expected
+    assert grade_many(items, workers=0, progress=False) == expected
+    s = summarise(expected)
+    assert s["n"] == 30 and s["by"]["no_answer"] == 5 and s["no_answer_rate"] == pytest.approx(1 / 6)
+
+
+def test_grade_many_progress_bar(capsys):
+    grade_many([("\\boxed{1}", "1")] * 3, progress=True)
+    assert "grading" in capsys.readouterr().err
+
+
+class CountingJudge:
+    "A real judge function with a call log: accepts when the answers are equal ignoring case."
+    def __init__(self): self.calls = []
+    def __call__(self, problem, gold, pred):
+        self.calls.append((problem, gold, pred))
+        return gold.strip().lower() == pred.strip().lower()
+
+
+def test_judge_only_sees_rule_misses_with_an_answer():
+    judge = CountingJudge()
+    items = [dict(response="\\boxed{5}", gold="5", problem="a"), dict(response="no box", gold="5", problem="b"),
+             dict(response="\\boxed{\\text{Paris, France}}", gold="\\text{paris, france}", problem="c"),
+             dict(response="\\boxed{7}", gold="8", problem="d")]
+    vs = grade_many(items, judge=judge, progress=False)
+    assert [v.decided_by for v in vs] == ["exact", "no_answer", "judge", "judge"]
+    assert [v.correct for v in vs] == [True, False, True, False]
+    assert [c[0] for c in judge.calls] == ["c", "d"]
+
+
+def test_chat_judge_uses_the_paper_prompt():
+    seen = []
+    def chat(messages):
+        seen.append(messages)
+        return "True" if "Answer: 4" in messages[1]["content"] and "Generated Answer: four" in messages[1]["content"] else "False"
+    judge = chat_judge(chat)
+    assert grade("\\boxed{four}", "4", problem="2+2?", judge=judge).decided_by == "judge"
+    assert seen[0][0] == {"role": "system", "content": JUDGE_SYSTEM}
+    assert seen[0][1]["content"].endswith("Problem: 2+2?\nCorrect Answer: 4\nModel's Generated Answer: four\nYour judgement:")
+    assert judge_messages(None, "1", "2")[1]["content"].count("\n") == 4
+    assert [parse_judgement(t) for t in ["True.", "False", "true", ""]] == [True, False, None, None]

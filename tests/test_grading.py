@@ -1,8 +1,6 @@
 "Grading on real responses, the curated equivalence set, hard time limits (main thread, threads, pool workers) and the judge hook."
 import json, multiprocessing as mp, string, threading, time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -10,9 +8,6 @@ from mixcot_nb.grading import (EQUIV_CASES, JUDGE_SYSTEM, Verdict, answers_match
                                final_segment, grade, grade_many, hendrycks_is_equiv, judge_messages, last_boxed,
                                match_answers, math_verify_alone, normalise_answer, parse_judgement, read_harness_jsonl,
                                reference_answer, summarise)
-
-DATA = Path(__file__).resolve().parents[2]/"shared"/"data"
-needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not beside the checkout")
 
 TIMEOUT = 1.0
 SLOW = ("(x+y+z)^{60}", "(x+y-z)^{60}")      # passes the guards; sympy needs about 6 s: only a kill stops it
@@ -49,9 +44,8 @@ def test_final_answer_forms():
     assert extract_answer("I think that's the final answer.") is None
 
 
-def test_gsm8k_rule_on_the_real_references():
-    rows = [json.loads(l) for l in open(DATA/"gsm8k"/"test.jsonl")] if DATA.exists() else []
-    if not rows: pytest.skip("no data")
+def test_gsm8k_rule_on_the_real_references(data):
+    rows = [json.loads(l) for l in open(data/"gsm8k"/"test.jsonl")]
     golds = [reference_answer(r["answer"], "gsm8k") for r in rows]
     assert all(g and "#" not in g and "," not in g for g in golds)
     assert all(answers_match(g, extract_answer(r["answer"], "gsm8k")) for g, r in zip(golds, rows))
@@ -100,9 +94,8 @@ def test_hendrycks_baseline_quirks():
     assert hendrycks_is_equiv("k=7", "7") and not hendrycks_is_equiv("abc=7", "7")
 
 
-@needs_data
-def test_math500_references_match_themselves():
-    rows = [json.loads(l) for l in open(DATA/"math500"/"test.jsonl")]
+def test_math500_references_match_themselves(data):
+    rows = [json.loads(l) for l in open(data/"math500"/"test.jsonl")]
     assert len(rows) == 500
     assert all(answers_match(r["answer"], extract_answer(r["solution"]) or "") for r in rows)
 
@@ -116,11 +109,10 @@ THEIR_MISTAKES = {("(2,\\infty)", "[2, \\infty)"), ("10,\\!080", "10080"), ("11,
                   ("10{,}000", "10000"), ("3 \\pm 2 \\sqrt{2}", "3 + 2\\sqrt{2}, 3 - 2\\sqrt{2}")}
 
 
-@needs_data
 @pytest.mark.parametrize("name", FILES)
-def test_agreement_with_the_harness_labels(name):
+def test_agreement_with_the_harness_labels(name, data):
     path, n, threshold = FILES[name]
-    rows = read_harness_jsonl(DATA/path)
+    rows = read_harness_jsonl(data/path)
     vs = grade_many(rows, progress=False)
     assert len(vs) == n and all(isinstance(v, Verdict) for v in vs)
     agree = sum(v.correct == r["their_score"] for r, v in zip(rows, vs)) / n
@@ -186,14 +178,26 @@ def test_time_limit_inside_worker_processes(kind):
 
 
 def test_grade_many_with_pathological_items():
-    items = [("\\boxed{5}", "5")] + [(f"\\boxed{{{s}}}", "5") for s in PATHOLOGICAL if "}" not in s[-1:] or True] + [
-             ("\\boxed{" + SLOW[1] + "}", SLOW[0]), ("\\boxed{x(x+2)}", "x^2+2x")]
+    items = ([("\\boxed{5}", "5")] + [(s, "5") for s in PATHOLOGICAL] + [("\\boxed{" + s + "}", "5") for s in PATHOLOGICAL]
+             + [("\\boxed{" + SLOW[1] + "}", SLOW[0]), ("\\boxed{x(x+2)}", "x^2+2x")])
     t0 = time.monotonic()
     vs = grade_many(items, timeout=TIMEOUT, progress=False)
     elapsed = time.monotonic() - t0
     assert len(vs) == len(items) and vs[0].decided_by == "exact"
     assert vs[-2].decided_by == "timeout" and vs[-1].decided_by == "math_verify"
     assert elapsed < 3 * TIMEOUT * 2 + 5, elapsed      # at most a couple of kills in flight per worker, plus start-up
+
+
+TOKENS = list("0123456789xy+-*/^_{}()[],.=!") + ["\\frac", "\\sqrt", "\\pi", "\\infty", "\\left(", "\\right)",
+                                                 "\\{", "\\}", "\\cup", "\\text{ cm}", "\\%", "\\begin{pmatrix}", "\\\\"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join), st.lists(st.sampled_from(TOKENS), max_size=40).map("".join))
+def test_random_latex_gets_a_verdict_in_time(gold, pred):
+    t0 = time.monotonic()
+    ok, rule = match_answers(gold, pred, timeout=TIMEOUT)
+    assert time.monotonic() - t0 < 3 * TIMEOUT and isinstance(ok, bool)
 
 
 # ---------------------------------------------------------------- grade, grade_many, judge
@@ -214,17 +218,18 @@ def test_grade_many_progress_bar(capsys):
 
 
 class CountingJudge:
-    "A real judge function with a call log: accepts when the answers are equal ignoring case."
+    "A real judge with a call log: accepts when the letters and digits are equal ignoring case."
     def __init__(self): self.calls = []
     def __call__(self, problem, gold, pred):
         self.calls.append((problem, gold, pred))
-        return gold.strip().lower() == pred.strip().lower()
+        key = lambda s: "".join(c for c in s.lower() if c.isalnum())
+        return key(gold) == key(pred)
 
 
 def test_judge_only_sees_rule_misses_with_an_answer():
     judge = CountingJudge()
     items = [dict(response="\\boxed{5}", gold="5", problem="a"), dict(response="no box", gold="5", problem="b"),
-             dict(response="\\boxed{\\text{Paris, France}}", gold="\\text{paris, france}", problem="c"),
+             dict(response="\\boxed{\\text{North East}}", gold="\\text{north-east}", problem="c"),
              dict(response="\\boxed{7}", gold="8", problem="d")]
     vs = grade_many(items, judge=judge, progress=False)
     assert [v.decided_by for v in vs] == ["exact", "no_answer", "judge", "judge"]

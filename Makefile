@@ -2,9 +2,11 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test docs readme
+.PHONY: setup vllm-env demo test docs readme
 
 setup: $(VENV)/.installed
+
+vllm-env: .venv-vllm/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -13,12 +15,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+.venv-vllm/.installed: pyproject.toml tools/setup_vllm_env.sh
+	bash tools/setup_vllm_env.sh .venv-vllm
+	touch $@
+
 demo: setup
 	$(BIN)/mixcot grade ../shared/data/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \
 		--label-field score --out runs/demo/grade-qwen2.5-14b-math500
+	$(BIN)/mixcot sample recipes/demo/sample.yaml
+	$(BIN)/mixcot mix recipes/demo/mix.yaml
+	@echo "demo done: graded responses, trace store and the long/short/mix-long datasets are in runs/demo/"
 
-test: setup
+test: setup vllm-env
 	PATH="$(abspath $(BIN)):$$PATH" bash tools/check.sh
+	bash tools/check_vllm.sh .venv-vllm
 
 docs: setup
 	PATH="$(abspath $(BIN)):$$PATH" python tools/docs.py

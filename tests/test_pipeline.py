@@ -1,0 +1,119 @@
+"`mixcot run` end to end on a tiny grid: two tiny students x two arms x one benchmark, killed and resumed, rerun, changed."
+import json, os, signal, subprocess, sys, time
+from collections import Counter
+from pathlib import Path
+
+import pytest, yaml
+
+from mixcot_nb.backends import build_tiny_chat_model
+
+MIXCOT = Path(sys.executable).parent/"mixcot"
+
+
+def mixcot(*args, **kw):
+    return subprocess.run([str(MIXCOT), *map(str, args)], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory, data):
+    "Two tiny students of different architectures and sizes, built locally and loaded by path."
+    root = tmp_path_factory.mktemp("students")
+    src = data/"math_hendrycks"/"train.jsonl"
+    return {"tiny-qwen": build_tiny_chat_model(root/"tiny-qwen", train_steps=20, data_file=src),
+            "tiny-llama": build_tiny_chat_model(root/"tiny-llama", arch="llama", hidden_size=96, train_steps=20, data_file=src)}
+
+
+def grid(run_dir, data, students, mix_weight=4.0) -> dict:
+    "The test grid: the demo's two real teachers, arms `long` and a custom long/short mix, MATH500 as the benchmark."
+    teacher = lambda name, f: {"name": name, "import_from": {"path": str(data/f), "problem_field": "question",
+                                                              "response_field": "code"}}
+    return {
+        "run_dir": str(run_dir),
+        "problems": {"dataset": "math500", "path": str(data/"math500"), "limit": 8},
+        "teachers": [teacher("short-14b", "shortcot_qwen25_14b_instruct/math500.jsonl"),
+                     teacher("long-style", "longcot_style_math500/math500_even.jsonl")],
+        "roles": {"long": "long-style", "short": "short-14b"},
+        "arms": ["long", {"name": "mix", "sources": [{"teacher": "long-style", "weight": 1.0},
+                                                     {"teacher": "short-14b", "weight": mix_weight}]}],
+        "students": [{"name": n, "model_name_or_path": str(p), "params": 1e5 * (i + 1)} for i, (n, p) in enumerate(students.items())],
+        "train": {"sft": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 4096,
+                          "logging_steps": 1, "save_steps": 2, "report_to": "none"}},
+        "eval": {"benchmarks": ["math500"], "data": {"math500": str(data/"math500")}, "limit": 2, "max_new_tokens": 8},
+    }
+
+
+def write(path, recipe) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def done_events(run_dir) -> Counter:
+    lines = (Path(run_dir)/"units"/"events.jsonl").read_text().splitlines()
+    return Counter((e["unit"], e["key"]) for e in map(json.loads, lines) if e["event"] == "done")
+
+
+def test_grid_killed_resumed_rerun_changed(tmp_path, data, students):
+    run_dir = tmp_path/"run"
+    recipe = write(tmp_path/"grid.yaml", grid(run_dir, data, students))
+    # kill the run with SIGKILL once the first training unit has started
+    p = subprocess.Popen([str(MIXCOT), "run", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = run_dir/"units"/"events.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        if events.exists() and '"train:' in events.read_text(): break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert p.poll() is None, "the run ended before it could be killed"
+    p.send_signal(signal.SIGKILL); p.wait()
+    status = mixcot("status", run_dir)
+    assert status.returncode == 0 and "RUN" in status.stdout, status.stdout
+
+    r = mixcot("run", recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((run_dir/"manifest.json").read_text())
+    units = manifest["units"]
+    assert len(units) == 2 + 2 + 4 + 4 + 1 and all(u["status"] == "done" for u in units.values())
+    assert set(done_events(run_dir).values()) == {1}, "a unit finished twice"
+    assert manifest["versions"]["torch"].startswith("2.13") and str(data/"math500") in manifest["data"]
+    assert (run_dir/"report"/"report.md").exists()
+
+    r = mixcot("run", recipe)
+    assert r.returncode == 0 and "nothing to do: all 13 units are up to date" in r.stdout, r.stdout + r.stderr[-2000:]
+
+    before = {uid: u["key"] for uid, u in units.items()}
+    write(recipe, grid(run_dir, data, students, mix_weight=3.0))
+    r = mixcot("run", recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = {uid: u["key"] for uid, u in json.loads((run_dir/"manifest.json").read_text())["units"].items()}
+    changed = sorted(u for u in before if before[u] != after[u])
+    assert changed == ["eval:tiny-llama:mix", "eval:tiny-qwen:mix", "mix:mix", "report", "train:tiny-llama:mix",
+                       "train:tiny-qwen:mix"]
+    reran = {u for u, k in done_events(run_dir) if k == after[u] and k != before[u]}
+    assert reran == set(changed)
+    assert (run_dir/"stale"/f"mix__mix.{before['mix:mix']}"/"mix").is_dir(), "the old mix was not kept"
+
+
+def test_only_runs_one_unit_and_names_missing_inputs(tmp_path, data, students):
+    run_dir = tmp_path/"run"
+    recipe = write(tmp_path/"grid.yaml", grid(run_dir, data, students))
+    r = mixcot("run", recipe, "--only", "train:tiny-qwen:long")
+    assert r.returncode == 2 and "unit train:tiny-qwen:long needs mix:long" in r.stderr, r.stderr
+    r = mixcot("run", recipe, "--only", "sample:*")
+    assert r.returncode == 0 and "ran 2 units" in r.stdout, r.stderr
+    r = mixcot("run", recipe, "--only", "mix:long")
+    assert r.returncode == 0 and "ran 1 units" in r.stdout
+    events = [json.loads(l)["unit"] for l in (run_dir/"units"/"events.jsonl").read_text().splitlines()]
+    assert events == ["sample:short-14b", "sample:short-14b", "sample:long-style", "sample:long-style", "mix:long", "mix:long"]
+    plan = mixcot("run", recipe, "--plan").stdout.splitlines()
+    assert plan[:4] == ["sample:short-14b\tdone", "sample:long-style\tdone", "mix:long\tdone", "mix:mix\tpending"]
+
+
+def test_recipe_errors_name_the_key(tmp_path, data, students):
+    bad = grid(tmp_path/"run", data, students)
+    bad["train"]["sft"]["learning_rat"] = 1e-3
+    r = mixcot("run", write(tmp_path/"bad.yaml", bad))
+    assert r.returncode == 2 and "bad.yaml: train.sft" in r.stderr and "learning_rat" in r.stderr, r.stderr
+    bad = grid(tmp_path/"run", data, students)
+    bad["students"][0]["nmae"] = "x"
+    r = mixcot("run", write(tmp_path/"bad.yaml", bad))
+    assert r.returncode == 2 and "students.0.nmae" in r.stderr, r.stderr

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj
 from pydantic import Field, model_validator
 
-from .core import (JsonlError, Problem, RunDir, StrictModel, Trace, check_name, read_jsonl, write_json,
+from .core import (Problem, RunDir, StrictModel, Trace, check_name, read_jsonl, write_json,
                             write_jsonl)
 from .problems import decontaminate, load_problems
 from .sampling import PAPER_PROMPT, TraceStore, render_prompt

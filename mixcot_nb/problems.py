@@ -6,15 +6,14 @@ Docs: https://mixcot.github.io/mixcot/problems.html.md"""
 
 # %% ../nbs/02_problems.ipynb #9b9e6965
 from __future__ import annotations
-import json, math, re
+import math, re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from pydantic import Field
 from tqdm.auto import tqdm
 
-from .core import Problem, StrictModel, example_data_dir, iter_jsonl, problem_id
+from .core import Problem, StrictModel, iter_jsonl, problem_id
 from .grading import last_boxed
 
 # %% auto #0

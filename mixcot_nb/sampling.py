@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib, statistics, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine
 from .core import (JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, iter_jsonl,
-                            read_jsonl, set_seed, text_hash, write_json, write_jsonl)
+                            set_seed, text_hash, write_json, write_jsonl)
 from .grading import grade_many
 from .problems import load_problems
 

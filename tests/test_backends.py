@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mixcot_nb.backends import (ENGINES, Completion, EngineError, EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine,
+from mixcot_nb.backends import (ENGINES, EngineError, EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine,
                                 build_tiny_chat_model, make_engine)
 from mixcot_nb.core import iter_jsonl
 

@@ -2,7 +2,6 @@
 import json, subprocess, sys
 from pathlib import Path
 
-import pytest
 
 
 def mixcot(*args, cwd=None):

@@ -1,5 +1,5 @@
 "Crash safety of the JSONL store, recipe validation and the import smoke test, with real processes."
-import json, os, signal, subprocess, sys, textwrap, time, warnings
+import signal, subprocess, sys, textwrap, time, warnings
 from pathlib import Path
 
 import pytest

@@ -2,7 +2,6 @@
 decontamination, the store read path (torn, malformed, duplicated lines) and a mix of the real response files."""
 import json, tempfile
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st

@@ -1,6 +1,4 @@
 "Notebooks in a real Jupyter kernel: flagged cells skip themselves where their resource is missing."
-import nbformat
-import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 

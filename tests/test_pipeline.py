@@ -1,5 +1,5 @@
 "`mixcot run` end to end on a tiny grid: two tiny students x two arms x one benchmark, killed and resumed, rerun, changed."
-import json, os, signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from collections import Counter
 from pathlib import Path
 

@@ -1,5 +1,5 @@
 "Rejection sampling into the trace store: real HTTP teacher, real tiny model, SIGKILL and resume, shards, imports."
-import json, os, signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from collections import Counter
 from pathlib import Path
 

@@ -4,7 +4,6 @@ OpenAI-compatible engine against a vLLM server started on 127.0.0.1.
 Run in the second environment (tools/setup_vllm_env.sh): `.venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py`.
 Skipped where vLLM is not importable."""
 import os, signal, socket, subprocess, sys, tempfile, time, urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ try:
 except Exception as e:                                     # not installed, or a broken build
     pytest.skip(f"vllm is not importable: {type(e).__name__}: {e}", allow_module_level=True)
 
-from mixcot_nb.backends import (EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine, VLLMEngine, VLLM_CPU_ENV,
+from mixcot_nb.backends import (EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine, VLLM_CPU_ENV,
                                 make_engine)
 from mixcot_nb.core import iter_jsonl
 

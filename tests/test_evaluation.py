@@ -1,0 +1,163 @@
+"Evaluation: a real tiny model through the transformers and OpenAI-compatible engines, SIGKILL and resume, real response files."
+import json, os, signal, subprocess, sys, textwrap, time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mixcot_nb.core import RecipeError, read_jsonl
+from mixcot_nb.evaluation import (PAPER_BENCHMARKS, EvalRecipe, count_parameters, grade_responses, paper_average,
+                                  read_records, run_eval, summarise_records)
+from mixcot_nb.problems import load_problems
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _recipe(model, data_dir, out, **kw):
+    base = dict(model=str(model), engine={"engine": "transformers", "batch_size": 4}, benchmarks=["math500"],
+                data={"math500": str(data_dir/"math500")}, limit=5, max_new_tokens=12, output_dir=str(out))
+    return EvalRecipe(**{**base, **kw})
+
+
+def _check_consistent(out: Path, bench: str, n_problems: int, n: int):
+    recs = read_records(out/f"{bench}.jsonl")
+    raw = read_jsonl(out/f"{bench}.jsonl")
+    assert len(raw) == len(recs) == n_problems * n, "every item exactly once, no duplicate lines"
+    assert Counter(r.sample_idx for r in recs) == {i: n_problems for i in range(n)}
+    summary = json.loads((out/"summary.json").read_text())["benchmarks"][bench]
+    assert summary["n"] == n_problems * n and summary["problems"] == n_problems and summary["complete"]
+    assert summary["correct"] == sum(r.correct for r in recs)
+    assert summary["no_answer_rate"] == sum(r.answer is None for r in recs) / len(recs)
+    assert summary["truncation_rate"] == sum(r.finish_reason == "length" for r in recs) / len(recs)
+    assert summary["completion_tokens"]["mean"] == sum(r.completion_tokens for r in recs) / len(recs)
+    for r in recs:
+        assert r.prompt_tokens > 0 and 0 < r.completion_tokens <= 12 and r.finish_reason in ("stop", "length")
+        assert (r.finish_reason == "length") == (r.completion_tokens == 12) or r.finish_reason == "stop"
+        assert r.correct == (r.decided_by in ("exact", "normalised", "math_verify", "judge") and r.answer is not None)
+    return recs, summary
+
+
+def test_tiny_model_records_and_summary(tiny_model, data, tmp_path):
+    problems = load_problems("math500", path=data/"math500", limit=5)
+    res = run_eval(_recipe(tiny_model, data, tmp_path/"e", n=2, temperature=1.0), progress=False)
+    recs, summary = _check_consistent(tmp_path/"e", "math500", 5, 2)
+    assert res["math500"] == summary
+    assert {r.problem_id for r in recs} == {p.id for p in problems}
+    assert {r.gold for r in recs} == {p.answer for p in problems}
+    assert summary["ci_method"] == "bootstrap_problems" and set(summary["pass_at_k"]) == {"1", "2"}
+    assert summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1]
+    whole = json.loads((tmp_path/"e"/"summary.json").read_text())
+    assert whole["num_parameters"] == count_parameters(tiny_model) > 10_000
+    assert whole["paper_average"] is None          # math500 alone is not the paper's five
+    # the trained tiny model ends its turns: some responses stop before the limit
+    assert any(r.finish_reason == "stop" for r in recs)
+
+
+def test_greedy_gsm8k_bare_prompt_and_batching_agree(tiny_model, data, tmp_path):
+    "Greedy records are the same batched and one at a time; GSM8K gets the bare question."
+    kw = dict(benchmarks=["gsm8k"], data={"gsm8k": str(data/"gsm8k")}, limit=3)
+    a = run_eval(_recipe(tiny_model, data, tmp_path/"a", **kw), progress=False)
+    b = run_eval(_recipe(tiny_model, data, tmp_path/"b", engine={"engine": "transformers", "batch_size": 1}, **kw), progress=False)
+    ra, rb = read_records(tmp_path/"a"/"gsm8k.jsonl"), read_records(tmp_path/"b"/"gsm8k.jsonl")
+    assert [r.response for r in ra] == [r.response for r in rb] and a["gsm8k"]["accuracy"] == b["gsm8k"]["accuracy"]
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    q = load_problems("gsm8k", path=data/"gsm8k", limit=1)[0].problem
+    bare = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+    assert ra[0].prompt_tokens == len(tok(bare, add_special_tokens=False).input_ids)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from mixcot_nb.evaluation import EvalRecipe, run_eval
+    run_eval(EvalRecipe.model_validate_json(sys.argv[1]), progress=False)
+""")
+
+
+def test_sigkill_mid_run_then_resume(tiny_model, data, tmp_path):
+    "A real run killed with SIGKILL after its first appends resumes: every item evaluated exactly once, old lines kept."
+    out = tmp_path/"killed"
+    recipe = _recipe(tiny_model, data, out, limit=12, chunk_size=1, max_new_tokens=12,
+                     engine={"engine": "transformers", "batch_size": 1})
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, recipe.model_dump_json()], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    f, deadline = out/"math500.jsonl", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if f.exists() and f.read_bytes().count(b"\n") >= 2: break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL); proc.wait()
+    before = f.read_bytes()
+    n_before = before.count(b"\n")
+    assert 2 <= n_before < 12, n_before
+    run_eval(recipe, progress=False)
+    after = f.read_bytes()
+    assert after.startswith(before[:before.rfind(b"\n") + 1]), "lines written before the kill are kept as they were"
+    _check_consistent(out, "math500", 12, 1)
+    # a third run has nothing to do: the file does not change
+    run_eval(recipe, progress=False)
+    assert f.read_bytes() == after
+
+
+def test_torn_last_line_is_recovered(tiny_model, data, tmp_path):
+    out = tmp_path/"torn"
+    recipe = _recipe(tiny_model, data, out, limit=3)
+    run_eval(recipe, progress=False)
+    f = out/"math500.jsonl"
+    lines = f.read_bytes().splitlines(keepends=True)
+    f.write_bytes(b"".join(lines[:2]) + lines[2][:40])         # a crash mid-write of the last line
+    run_eval(recipe, progress=False)
+    _check_consistent(out, "math500", 3, 1)
+
+
+def test_refuses_to_mix_settings_and_bad_recipes(tiny_model, data, tmp_path):
+    recipe = _recipe(tiny_model, data, tmp_path/"e", limit=1)
+    run_eval(recipe, progress=False)
+    with pytest.raises(RecipeError, match="different max_new_tokens"):
+        run_eval(recipe.model_copy(update=dict(max_new_tokens=13)), progress=False)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        EvalRecipe(model="m", benchmarks=["math500", "aime"], output_dir="o")
+    assert EvalRecipe(model="m", output_dir="o").benchmarks == PAPER_BENCHMARKS
+
+
+def test_openai_engine_against_a_real_server(data, tmp_path):
+    "The OpenAI-compatible path end to end: a chat-completions server on 127.0.0.1 that answers with reference solutions."
+    sys.path.insert(0, str(ROOT/"tests"))
+    from teacher_server import TeacherServer
+    problems = load_problems("math500", path=data/"math500", limit=6)
+    server = TeacherServer(problems, error_rate=0.5)
+    try:
+        recipe = EvalRecipe(model="teacher", engine={"engine": "openai", "base_urls": [server.url], "max_concurrency": 4},
+                            benchmarks=["math500"], data={"math500": str(data/"math500")}, limit=6, n=2, temperature=0.7,
+                            output_dir=str(tmp_path/"api"))
+        res = run_eval(recipe, progress=False)["math500"]
+    finally:
+        server.close()
+    recs = read_records(tmp_path/"api"/"math500.jsonl")
+    want = sum(server.correct(p.problem, 42, j) for p in problems for j in range(2))
+    assert len(recs) == 12 and res["correct"] == want and 0 < want < 12
+    assert res["pass_at_k"]["2"] >= res["pass_at_k"]["1"] == res["accuracy"]
+
+
+def test_grade_real_harness_file(data, tmp_path):
+    "Qwen2.5-14B-Instruct's MATH500 responses: their harness says 80.4; we differ on four known responses."
+    s = grade_responses(data/"shortcot_qwen25_14b_instruct"/"math500.jsonl", "math500", tmp_path/"imp", data=data/"math500")
+    theirs = [r["score"][0] for r in read_jsonl(data/"shortcot_qwen25_14b_instruct"/"math500.jsonl")]
+    ours = read_records(tmp_path/"imp"/"math500.jsonl")
+    diff = {(r.gold, r.answer): r.correct for r, t in zip(ours, theirs) if r.correct != t}
+    assert diff == {("(2,\\infty)", "[2, \\infty)"): False, ("10,\\!080", "10080"): True,
+                    ("11,\\! 111,\\! 111,\\! 100", "11111111100"): True,
+                    ("3 \\pm 2 \\sqrt{2}", "3 + 2\\sqrt{2}, 3 - 2\\sqrt{2}"): True}
+    assert round(100 * s["accuracy"], 1) == 80.8 and s["ci95"][0] < 0.804 < s["ci95"][1]
+    assert s["n"] == 500 and s["complete"] and s["truncation_rate"] is None
+    # the multi-sample file: 100 problems x 8 responses, pass@k over samples
+    s8 = grade_responses(data/"shortcot_qwen25_math_rm_maj_example"/"math_cot_100.jsonl", "math_test", tmp_path/"imp8",
+                         data=data/"math_hendrycks")
+    assert s8["n"] == 800 and s8["samples_per_problem"] == 8 and s8["ci_method"] == "bootstrap_problems"
+    assert s8["pass_at_k"]["8"] >= s8["pass_at_k"]["4"] >= s8["pass_at_k"]["1"] == pytest.approx(s8["accuracy"])
+    assert not s8["complete"]                     # 100 of the 5,000 MATH test problems
+
+
+def test_paper_average_and_statistics():
+    assert paper_average(dict(math_test=64.7, amc23=45.0, gsm8k=81.4, olympiadbench=28.6, aime24=10.0)) == pytest.approx(45.94)
+    assert summarise_records([])["n"] == 0

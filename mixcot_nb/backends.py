@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/backends.html.md"""
 
 # %% ../nbs/03_backends.ipynb #f1d18197
 from __future__ import annotations
-import asyncio, email.utils, itertools, json, logging, os, random, shutil, tempfile, threading, time
+import asyncio, email.utils, importlib, itertools, json, logging, os, random, shutil, tempfile, threading, time
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from .core import StrictModel, example_data_dir, iter_jsonl
 
 # %% auto #0
-__all__ = ['CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'ENGINES', 'SamplingParams', 'Completion',
+__all__ = ['CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'ENGINES', 'ENGINE_MODULES', 'SamplingParams', 'Completion',
            'check_conversations', 'Engine', 'cut_at_stop', 'build_tiny_chat_model', 'TransformersEngine', 'retry_delay',
            'parse_retry_after', 'chat_request', 'EngineError', 'OpenAIEngine', 'VLLMEngine', 'EngineSpec',
-           'make_engine']
+           'register_engine', 'engine_class', 'make_engine']
 
 # %% ../nbs/03_backends.ipynb #b4fbeddd
 class SamplingParams(StrictModel):
@@ -508,7 +508,7 @@ class VLLMEngine(Engine):
 # %% ../nbs/03_backends.ipynb #253d478d
 class EngineSpec(StrictModel):
     "An engine as a recipe names it."
-    engine: Literal["vllm", "openai", "transformers"]
+    engine: str                        # a name in `ENGINES`: vllm, openai, transformers, or one a later module registers
     model: str                         # Hub id or local path (for openai: the served model name)
     base_urls: list[str] = []          # openai: one or many servers
     api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
@@ -522,16 +522,29 @@ class EngineSpec(StrictModel):
     dtype: str = "auto"                # vllm, transformers
     batch_size: int = Field(16, ge=1)  # transformers
     device: str | None = None          # transformers
+    settings: dict = {}                # engines registered by other modules (`lab`): their own settings
 
     @model_validator(mode="after")
     def _options_fit_engine(self):
-        wrong = sorted(self.model_fields_set - {"engine", "model"} - set(ENGINES[self.engine].options))
+        wrong = sorted(self.model_fields_set - {"engine", "model"} - set(engine_class(self.engine).options))
         if wrong: raise ValueError(f"option(s) {', '.join(wrong)} do not apply to the {self.engine} engine")
         return self
 
 ENGINES: dict[str, type[Engine]] = {e.name: e for e in (VLLMEngine, OpenAIEngine, TransformersEngine)}
+ENGINE_MODULES = {"lab": "mixcot_nb.lab"}  # engines that later modules register, imported when a recipe names them
+
+def register_engine(cls:type[Engine]) -> type[Engine]:
+    "Add the engine class `cls` to `ENGINES` under `cls.name`."
+    ENGINES[cls.name] = cls
+    return cls
+
+def engine_class(name:str) -> type[Engine]:
+    "The engine class called `name`, importing the module that registers it where needed."
+    if name not in ENGINES and name in ENGINE_MODULES: importlib.import_module(ENGINE_MODULES[name])
+    if name not in ENGINES: raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted({*ENGINES, *ENGINE_MODULES}))}")
+    return ENGINES[name]
 
 def make_engine(spec:EngineSpec|dict) -> Engine:
     "Build the engine `spec` names."
     spec = EngineSpec.model_validate(spec) if isinstance(spec, dict) else spec
-    return ENGINES[spec.engine].from_spec(spec)
+    return engine_class(spec.engine).from_spec(spec)

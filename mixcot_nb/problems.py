@@ -73,6 +73,7 @@ for _spec in [
                 splits={"test": "train"}, answer_rule="first",
                 fields=FieldMap(problem=["question"], answer=["final_answer"], subject=["subfield"]),
                 description="OlympiadBench, English text-only open-ended math (675)"),
+    DatasetSpec(name="lab", description="the learnability lab's synthetic world: local files from `mixcot_nb.lab.make_world`"),
 ]: register_dataset(_spec)
 
 # %% ../nbs/02_problems.ipynb #e398b861

@@ -1,0 +1,158 @@
+"""The learnability lab: the world's answers pass the real grader, teachers' error rates hold through the real sampling
+stage, rejection keeps only correct traces, and a student base is built once and reused."""
+import json, math, random, time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mixcot_nb.backends import EngineSpec, SamplingParams, make_engine
+from mixcot_nb.grading import grade, grade_many
+from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec, build_student, count_forks, find_slip,
+                           make_world, parse_puzzle, trail_answer, write_solution)
+from mixcot_nb.mixing import MixSource, MixSpec
+from mixcot_nb.problems import load_problems
+from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lab")/"world"
+    make_world(WorldSpec(n_train=400, n_test=100, seed=3), d)
+    return d
+
+
+def test_world_rows_load_and_grade(world):
+    train, test = (load_problems("lab", path=world/f"{s}.jsonl") for s in ("train", "test"))
+    assert len(train) == 400 and len(test) == 100
+    assert not {p.problem for p in train} & {p.problem for p in test}
+    assert {p.subject for p in train} == {"forward", "inverse"} and {p.level for p in train} == {"2", "3", "4", "5", "6"}
+    verdicts = grade_many([(f"Final Answer: \\boxed{{{p.answer}}}", p.answer) for p in train + test], workers=0, progress=False)
+    assert all(v.correct for v in verdicts)
+    wrong = grade_many([(f"Final Answer: \\boxed{{{(int(p.answer) + 1) % 10}}}", p.answer) for p in test], workers=0, progress=False)
+    assert not any(v.correct for v in wrong)
+
+
+def test_inverse_answers_unique_and_search_needed(world):
+    for p in load_problems("lab", path=world/"train.jsonl"):
+        q = parse_puzzle(p.problem)
+        if q.task == "inverse":
+            assert q.starts() == [int(p.answer)]
+            if q.level >= 3: assert count_forks(q) >= 1
+
+
+def test_world_is_deterministic_and_validated(tmp_path, world):
+    make_world(WorldSpec(n_train=400, n_test=100, seed=3), tmp_path/"w")
+    assert (tmp_path/"w"/"train.jsonl").read_bytes() == (world/"train.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="min_steps"): WorldSpec(min_steps=4, max_steps=2)
+    with pytest.raises(ValueError, match="extra"): WorldSpec(n_trian=3)
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_every_style_is_correct_without_slip_and_wrong_with_one(world, style):
+    rows = load_problems("lab", path=world/"train.jsonl")[:150]
+    for i, p in enumerate(rows):
+        q = parse_puzzle(p.problem)
+        assert grade(write_solution(q, style, random.Random(i)), p.answer).correct, (style, p.problem)
+        slip = find_slip(q, random.Random(i))
+        assert slip is not None and trail_answer(q, slip) != q.answer
+        text = write_solution(q, style, random.Random(i), slip)
+        v = grade(text, p.answer)
+        assert not v.correct and v.answer == str(trail_answer(q, slip))
+        # the slip sits inside the reasoning: the wrong answer is already in the text before the final line
+        assert str(trail_answer(q, slip)) in text.rsplit("\n", 1)[0]
+
+
+def test_styles_differ_in_length_as_designed(world):
+    rows = [parse_puzzle(p.problem) for p in load_problems("lab", path=world/"train.jsonl")[:200]]
+    mean = {s: sum(len(write_solution(q, s, random.Random(i))) for i, q in enumerate(rows)) / len(rows) for s in STYLES}
+    assert mean["long"] > 4 * mean["short"]
+    assert abs(mean["long-clean"] - mean["long"]) < 0.15 * mean["long"]
+    assert mean["short"] < mean["large"] < 2 * mean["small"] and mean["small"] < 2 * mean["large"]
+    long_text = "\n".join(write_solution(q, "long", random.Random(i)) for i, q in enumerate(rows))
+    clean_text = "\n".join(write_solution(q, "long-clean", random.Random(i)) for i, q in enumerate(rows))
+    for word in ("Wait", "dead end", "Let me verify", "Check x"):
+        assert word in long_text or word.replace("Wait", "Hold on") in long_text
+        assert word not in clean_text
+
+
+def test_engine_spec_builds_the_lab_teacher():
+    eng = make_engine({"engine": "lab", "model": "long-clean", "settings": {"error_rate": 0.3, "seed": 5}})
+    assert isinstance(eng, LabTeacher) and eng.settings.error_rate == 0.3
+    with pytest.raises(ValueError, match="unknown lab teacher"): make_engine({"engine": "lab", "model": "huge"})
+    with pytest.raises(ValueError): make_engine({"engine": "lab", "model": "short", "settings": {"error_rate": 1.5}})
+    with pytest.raises(ValueError, match="batch_size"): EngineSpec(engine="lab", model="short", batch_size=4)
+
+
+def test_completions_are_honest():
+    q = Puzzle("forward", tuple(parse_puzzle("Digits mod 10: start at 4, then +3, *7, ^2. What is the result?").ops), start=4)
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": render_prompt(PAPER_PROMPT, q.text)}]
+    words = LabTeacher("small", {"tokens": "words", "error_rate": 0.0})
+    c = words.generate([conv], SamplingParams())[0][0]
+    assert c.completion_tokens == len(c.text.split()) + 1 and c.finish_reason == "stop"
+    assert c.prompt_tokens == sum(len(m["content"].split()) for m in conv)
+    c = LabTeacher("long", {"error_rate": 0.0}).generate([conv], SamplingParams(stop=["Step 2"]))[0][0]
+    assert "Step 2" not in c.text and "Step 1" in c.text
+    bad = LabTeacher("short").generate([[{"role": "user", "content": "What is 1+1?"}]], SamplingParams())[0][0]
+    assert not grade(bad.text, "2").correct
+    with pytest.raises(ValueError, match="conversation 0"): LabTeacher("short").generate([[]], SamplingParams())
+
+
+def test_sampling_is_reproducible_and_varied():
+    conv = [{"role": "user", "content": render_prompt(PAPER_PROMPT, "Digits mod 10: start at 4, then +3, *7, ^2. What is the result?")}]
+    t = LabTeacher("long", {"error_rate": 0.5, "seed": 2})
+    a = [c.text for c in t.generate([conv], SamplingParams(n=8, temperature=0.7, seed=1))[0]]
+    b = [c.text for c in LabTeacher("long", {"error_rate": 0.5, "seed": 2}).generate([conv], SamplingParams(n=8, temperature=0.7, seed=1))[0]]
+    assert a == b and len(set(a)) > 2
+
+
+@pytest.mark.parametrize("style,rate", [("short", 0.1), ("long", 0.3), ("small", 0.25)])
+def test_error_rate_through_the_sampling_stage(world, tmp_path, style, rate):
+    problems = load_problems("lab", path=world/"train.jsonl")
+    t = TeacherSpec(name=style, engine={"engine": "lab", "model": style, "settings": {"error_rate": rate, "seed": 7}},
+                    sampling=SamplingParams(temperature=0.7, seed=11, max_tokens=4096), max_attempts=4)
+    stats = sample_teacher(t, problems, TraceStore(tmp_path), progress=False, grade_workers=0)
+    traces = TraceStore(tmp_path).read(style)
+    measured = 1 - sum(tr.correct for tr in traces) / len(traces)
+    assert abs(measured - rate) < 4 * math.sqrt(rate * (1 - rate) / len(traces)), (measured, rate, len(traces))
+    assert stats["unsolved"] <= max(3, 4 * len(problems) * rate ** 4)
+    assert all(tr.completion_tokens == len(tr.text) + 1 and tr.finish_reason == "stop" for tr in traces)
+    # rejection: the correct traces are exactly those whose box holds the reference answer; one per solved problem
+    gold = {p.id: p.answer for p in problems}
+    assert all(tr.correct == (tr.answer == gold[tr.problem_id]) for tr in traces)
+    kept = Counter(tr.problem_id for tr in traces if tr.correct)
+    assert set(kept.values()) == {1} and len(kept) == stats["solved"]
+
+
+def test_student_base_built_once_and_reused(world, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    t0 = time.time()
+    path = build_student("xs", world, tmp_path/"xs", pretrain_steps=8, progress=False)
+    first = time.time() - t0
+    info = json.loads((path/"mixcot_lab.json").read_text())
+    stamp = (path/"model.safetensors").stat().st_mtime_ns
+    t0 = time.time()
+    assert build_student("xs", world, tmp_path/"xs", pretrain_steps=8, progress=False) == path
+    assert time.time() - t0 < first / 3 and (path/"model.safetensors").stat().st_mtime_ns == stamp
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type == "qwen2" and info["params"] == sum(p.numel() for p in model.parameters())
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) \
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert all(len(tok.decode([i])) == 1 for i in tok("0123456789").input_ids)
+    # a changed recipe rebuilds in place
+    build_student("xs", world, tmp_path/"xs", pretrain_steps=9, progress=False)
+    assert json.loads((path/"mixcot_lab.json").read_text())["recipe"]["pretrain_steps"] == 9
+    with pytest.raises(ValueError, match="unknown student size"): build_student("xxl", world, tmp_path/"x")
+    with pytest.raises(ValueError, match="pretrain_format"): build_student("xs", world, tmp_path/"x", pretrain_format="poetry")
+
+
+def test_student_sizes_grow():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    counts = []
+    for size, c in STUDENT_SIZES.items():
+        cfg = Qwen2Config(vocab_size=384, hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                          num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"],
+                          num_key_value_heads=c["num_heads"], tie_word_embeddings=True)
+        counts.append(sum(p.numel() for p in Qwen2ForCausalLM(cfg).parameters()))
+    assert len(counts) >= 4 and counts == sorted(counts) and counts[-1] > 20 * counts[0]
+    print(dict(zip(STUDENT_SIZES, counts)))

@@ -14,7 +14,7 @@ import yaml
 
 from .core import (JsonlError, RecipeError, check_name, iter_jsonl, load_recipe, parse_recipe, problem_id,
                             write_json, write_jsonl)
-from .grading import grade_many, summarise
+from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_many, pick_field, summarise
 from .problems import answer_to_str, get_dataset_spec, load_problems
 from .mixing import MixRecipe, run_mixing
 from .sampling import SampleRecipe, run_sampling
@@ -22,19 +22,9 @@ from .pipeline import (PipelineError, UnitState, experiment_status, format_statu
                                 run_experiment, select, unit_keys)
 
 # %% auto #0
-__all__ = ['RESPONSE_FIELDS', 'ANSWER_FIELDS', 'PROBLEM_FIELDS', 'grade_file', 'eval_recipe_data', 'build_parser', 'main']
+__all__ = ['grade_file', 'eval_recipe_data', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #58440120
-RESPONSE_FIELDS = ("response", "code", "completion", "output", "generation", "text")
-ANSWER_FIELDS = ("answer", "gt", "gold", "reference", "final_answer")
-PROBLEM_FIELDS = ("problem", "question", "prompt")
-
-def _field(row:dict, given:str|None, candidates:tuple[str, ...], what:str, path, lineno:int) -> str|None:
-    if given is not None:
-        if given not in row: raise JsonlError(path, lineno, f"missing {what} field", field=given)
-        return given
-    return next((c for c in candidates if c in row), None)
-
 def _as_list(value:Any, path, lineno:int, field:str) -> list:
     vals = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) for v in vals):
@@ -55,11 +45,10 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
     if benchmark is not None: get_dataset_spec(benchmark)
     gold_by_id, items, rows = None, [], []
     for lineno, row in enumerate(iter_jsonl(path), 1):
-        rf = _field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
-        if rf is None: raise JsonlError(path, lineno, f"no response field among {RESPONSE_FIELDS}; pass --response-field")
+        rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
         responses = _as_list(row[rf], path, lineno, rf)
-        pf = _field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno)
-        af = _field(row, answer_field, ANSWER_FIELDS, "answer", path, lineno)
+        pf = pick_field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno, required=False)
+        af = pick_field(row, answer_field, ANSWER_FIELDS, "answer", path, lineno, required=False)
         if af is not None: gold = answer_to_str(row[af])
         else:
             if benchmark is None or pf is None:
@@ -71,7 +60,7 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
             gold = gold_by_id[pid]
         labels = [None] * len(responses)
         if label_field is not None:
-            lf = _field(row, label_field, (), "label", path, lineno)
+            lf = pick_field(row, label_field, (), "label", path, lineno)
             labels = row[lf] if isinstance(row[lf], list) else [row[lf]]
             if len(labels) != len(responses):
                 raise JsonlError(path, lineno, f"{len(labels)} labels for {len(responses)} responses", field=lf)

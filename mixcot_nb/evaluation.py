@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/evaluation.html.md"""
 
 # %% ../nbs/07_evaluation.ipynb #49da9671
 from __future__ import annotations
-import json, math, statistics, time, warnings
+import json, math, statistics, warnings
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,17 +16,18 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine
+from .backends import Engine, EngineSpec, SamplingParams, make_engine
 from .core import (JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl, iter_jsonl,
-                            problem_id, read_jsonl, set_seed, text_hash, write_json, write_jsonl)
-from .grading import Verdict, grade_many, judge_messages, parse_judgement
-from .problems import DATASETS, answer_to_str, get_dataset_spec, load_problems
+                            set_seed, text_hash, write_json, write_jsonl)
+from .grading import (PROBLEM_FIELDS, RESPONSE_FIELDS, grade_many, judge_messages, parse_judgement,
+                               pick_field)
+from .problems import DATASETS, load_problems
 from .sampling import PAPER_PROMPT, render_prompt, unwrap_prompt
 
 # %% auto #0
-__all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'PAPER_PROMPTS', 'RESPONSE_FIELDS', 'PROBLEM_FIELDS', 'paper_average', 'EvalRecipe',
-           'EvalRecord', 'read_records', 'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records',
-           'count_parameters', 'grade_records', 'run_eval', 'grade_responses']
+__all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'PAPER_PROMPTS', 'paper_average', 'EvalRecipe', 'EvalRecord', 'read_records',
+           'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters',
+           'grade_records', 'run_eval', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
 PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
@@ -281,15 +282,6 @@ def run_eval(recipe:EvalRecipe, progress:bool=True,
     return results
 
 # %% ../nbs/07_evaluation.ipynb #102f16ce
-RESPONSE_FIELDS = ("response", "code", "completion", "output", "generation", "text")
-PROBLEM_FIELDS = ("problem", "question", "prompt")
-
-def _pick_field(row:dict, given:str|None, candidates:tuple[str, ...], what:str, path, lineno:int) -> str:
-    name = given if given is not None else next((c for c in candidates if c in row), None)
-    if name is None or name not in row:
-        raise JsonlError(path, lineno, f"no {what} field" + (f" among {candidates}" if given is None else ""), field=given)
-    return name
-
 def grade_responses(path,                     # JSONL file of responses: one row per problem, the response a string or a list of samples
                     benchmark:str,            # registry name of the benchmark the responses answer
                     output_dir,               # folder for `<benchmark>.jsonl` and `summary.json`
@@ -308,8 +300,8 @@ def grade_responses(path,                     # JSONL file of responses: one row
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     seen, recs = Counter(), []
     for lineno, row in enumerate(iter_jsonl(path), 1):
-        rf = _pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
-        pf = _pick_field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno)
+        rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
+        pf = pick_field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno)
         h = text_hash(unwrap_prompt(str(row[pf]), prompt))
         ids = ids_by_text.get(h)
         if not ids: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)

@@ -17,15 +17,15 @@ from math_verify import parse, verify
 from pebble import ProcessPool, ProcessExpired
 from tqdm import tqdm
 
-from .core import StrictModel, read_jsonl
+from .core import JsonlError, StrictModel, read_jsonl
 
 # %% auto #0
 __all__ = ['MAX_ANSWER_CHARS', 'Rule', 'JUDGE_MODEL', 'JUDGE_SAMPLING', 'JUDGE_SYSTEM', 'JUDGE_PROMPT', 'Judge', 'EQUIV_CASES',
-           'last_boxed', 'final_segment', 'final_answer_phrase', 'last_number', 'extract_answer',
-           'hendrycks_strip_string', 'hendrycks_is_equiv', 'normalise_answer', 'as_fraction', 'too_costly', 'warm_up',
-           'shared_pool', 'run_limited', 'match_answers', 'answers_match', 'Verdict', 'judge_messages',
-           'parse_judgement', 'chat_judge', 'reference_answer', 'grade', 'grade_many', 'summarise', 'math_verify_alone',
-           'read_harness_jsonl']
+           'RESPONSE_FIELDS', 'ANSWER_FIELDS', 'PROBLEM_FIELDS', 'last_boxed', 'final_segment', 'final_answer_phrase',
+           'last_number', 'extract_answer', 'hendrycks_strip_string', 'hendrycks_is_equiv', 'normalise_answer',
+           'as_fraction', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers', 'answers_match',
+           'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade', 'grade_many',
+           'summarise', 'math_verify_alone', 'read_harness_jsonl', 'pick_field']
 
 # %% ../nbs/01_grading.ipynb #cbfcc6d9
 _box_re = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -684,3 +684,16 @@ def read_harness_jsonl(path) -> list[dict]:
         for resp, pred, score in zip(r["code"], r["pred"], r["score"]):
             rows.append(dict(problem=r["question"], gold=str(r["answer"]), response=resp, their_pred=pred, their_score=bool(score)))
     return rows
+
+# %% ../nbs/01_grading.ipynb #244d2645
+RESPONSE_FIELDS = ("response", "code", "completion", "output", "generation", "text")
+ANSWER_FIELDS = ("answer", "gt", "gold", "reference", "final_answer")
+PROBLEM_FIELDS = ("problem", "question", "prompt")
+
+def pick_field(row:dict, given:str|None, candidates:tuple[str, ...], what:str, path, lineno:int,
+               required:bool=True) -> str|None:
+    "The column of `row` holding `what`: `given`, else the first of `candidates` present (None if absent and not `required`)."
+    name = given if given is not None else next((c for c in candidates if c in row), None)
+    if given is not None and given not in row: raise JsonlError(path, lineno, f"missing {what} field", field=given)
+    if name is None and required: raise JsonlError(path, lineno, f"no {what} field among {candidates}")
+    return name

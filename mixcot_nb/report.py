@@ -8,7 +8,6 @@ Docs: https://mixcot.github.io/mixcot/report.html.md"""
 from __future__ import annotations
 import csv, html, io, json, math, re, warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

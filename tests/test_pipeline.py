@@ -36,8 +36,8 @@ def grid(run_dir, data, students, mix_weight=4.0) -> dict:
         "arms": ["long", {"name": "mix", "sources": [{"teacher": "long-style", "weight": 1.0},
                                                      {"teacher": "short-14b", "weight": mix_weight}]}],
         "students": [{"name": n, "model_name_or_path": str(p), "params": 1e5 * (i + 1)} for i, (n, p) in enumerate(students.items())],
-        "train": {"sft": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 4096,
-                          "logging_steps": 1, "save_steps": 2, "report_to": "none"}},
+        "train": {"eos_check": 0, "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 4096,
+                          "logging_steps": 1, "save_steps": 2, "report_to": "none", "bf16": False}},
         "eval": {"benchmarks": ["math500"], "data": {"math500": str(data/"math500")}, "limit": 2, "max_new_tokens": 8},
     }
 

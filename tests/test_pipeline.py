@@ -117,3 +117,13 @@ def test_recipe_errors_name_the_key(tmp_path, data, students):
     bad["students"][0]["nmae"] = "x"
     r = mixcot("run", write(tmp_path/"bad.yaml", bad))
     assert r.returncode == 2 and "students.0.nmae" in r.stderr, r.stderr
+
+
+def test_paper_grid_recipe_validates():
+    "Every unit of the paper's grid passes its stage's own recipe check (TRL field names, engines, arms)."
+    from mixcot_nb.pipeline import load_experiment, plan
+    recipe = Path(__file__).resolve().parent.parent/"recipes"/"paper"/"grid.yaml"
+    units = plan(load_experiment(recipe), str(recipe))
+    assert Counter(u.stage for u in units) == {"sample": 4, "mix": 6, "train": 60, "eval": 70, "report": 1}
+    for u in units:
+        if u.check: u.check()

@@ -263,8 +263,9 @@ def _run_cmd(a) -> int:
     out = run_experiment(recipe, only=a.only, source=str(a.recipe))
     if not out["ran"]: print(f"nothing to do: all {len(out['skipped'])} units are up to date")
     else: print(f"ran {len(out['ran'])} units in {out['seconds']:.0f} s; {len(out['skipped'])} were already done")
-    report = Path(recipe.run_dir)/"report"/"report.md"
-    if report.exists(): print(f"report: {report}")
+    report = Path(recipe.run_dir)/"report"
+    if (report/"gaps.md").exists(): print("\nlearnability gaps (percentage points):\n" + (report/"gaps.md").read_text())
+    if (report/"report.md").exists(): print(f"report: {report/'report.md'} (and report.html)")
     return 0
 
 def _status_parser(sub):

@@ -9,7 +9,7 @@ import pytest
 from mixcot_nb.backends import EngineSpec, SamplingParams, make_engine
 from mixcot_nb.grading import grade, grade_many
 from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec, build_student, count_forks, find_slip,
-                           make_world, parse_puzzle, trail_answer, write_solution)
+                           make_world, parse_puzzle, pretrain_examples, trail_answer, write_solution)
 from mixcot_nb.mixing import MixSource, MixSpec
 from mixcot_nb.problems import load_problems
 from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
@@ -127,12 +127,12 @@ def test_error_rate_through_the_sampling_stage(world, tmp_path, style, rate):
 def test_student_base_built_once_and_reused(world, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     t0 = time.time()
-    path = build_student("xs", world, tmp_path/"xs", pretrain_steps=8, progress=False)
+    path = build_student("xs", world, tmp_path/"xs", pretrain_steps=8, pretrain_examples_n=300, progress=False)
     first = time.time() - t0
     info = json.loads((path/"mixcot_lab.json").read_text())
     stamp = (path/"model.safetensors").stat().st_mtime_ns
     t0 = time.time()
-    assert build_student("xs", world, tmp_path/"xs", pretrain_steps=8, progress=False) == path
+    assert build_student("xs", world, tmp_path/"xs", pretrain_steps=8, pretrain_examples_n=300, progress=False) == path
     assert time.time() - t0 < first / 3 and (path/"model.safetensors").stat().st_mtime_ns == stamp
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     assert model.config.model_type == "qwen2" and info["params"] == sum(p.numel() for p in model.parameters())
@@ -140,10 +140,18 @@ def test_student_base_built_once_and_reused(world, tmp_path):
         == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert all(len(tok.decode([i])) == 1 for i in tok("0123456789").input_ids)
     # a changed recipe rebuilds in place
-    build_student("xs", world, tmp_path/"xs", pretrain_steps=9, progress=False)
+    build_student("xs", world, tmp_path/"xs", pretrain_steps=9, pretrain_examples_n=300, progress=False)
     assert json.loads((path/"mixcot_lab.json").read_text())["recipe"]["pretrain_steps"] == 9
     with pytest.raises(ValueError, match="unknown student size"): build_student("xxl", world, tmp_path/"x")
     with pytest.raises(ValueError, match="pretrain_format"): build_student("xs", world, tmp_path/"x", pretrain_format="poetry")
+
+
+def test_pretraining_sees_no_training_or_test_problem(world):
+    pairs = pretrain_examples(world, n=500, prompt="{problem}")
+    used = {r.problem for s in ("train", "test") for r in load_problems("lab", path=world/f"{s}.jsonl")}
+    assert len({p for p, _ in pairs}) == 500 and not {p for p, _ in pairs} & used
+    assert {parse_puzzle(p).level for p, _ in pairs} == {1, 2, 3} and {parse_puzzle(p).task for p, _ in pairs} == {"forward"}
+    assert all(grade(r, str(parse_puzzle(p).answer)).correct for p, r in pairs)
 
 
 def test_student_sizes_grow():

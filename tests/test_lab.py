@@ -33,12 +33,14 @@ def test_world_rows_load_and_grade(world):
     assert not any(v.correct for v in wrong)
 
 
-def test_inverse_answers_unique_and_search_needed(world):
+def test_inverse_answers_unique_spread_and_search_needed(world):
+    answers = Counter(p.answer for p in load_problems("lab", path=world/"train.jsonl") if p.subject == "inverse")
+    assert len(answers) == 10 and max(answers.values()) < 0.25 * sum(answers.values())
     for p in load_problems("lab", path=world/"train.jsonl"):
         q = parse_puzzle(p.problem)
         if q.task == "inverse":
             assert q.starts() == [int(p.answer)]
-            if q.level >= 3: assert count_forks(q) >= 1
+            assert count_forks(q) >= 1 and q.hint is not None
 
 
 def test_world_is_deterministic_and_validated(tmp_path, world):

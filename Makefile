@@ -1,8 +1,8 @@
-# `make demo` and `make test` set everything up on a fresh machine, then run the main job or every check.
+# `make lab` and `make test` set everything up on a fresh machine, then run the main job or every check.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup vllm-env demo test docs readme
+.PHONY: setup vllm-env lab demo test docs readme
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 .venv-vllm/.installed: pyproject.toml tools/setup_vllm_env.sh
 	bash tools/setup_vllm_env.sh .venv-vllm
 	touch $@
+
+lab: setup
+	$(BIN)/mixcot run recipes/lab/quick.yaml
 
 demo: setup
 	$(BIN)/mixcot grade ../shared/data/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \

@@ -127,3 +127,27 @@ def test_paper_grid_recipe_validates():
     assert Counter(u.stage for u in units) == {"sample": 4, "mix": 6, "train": 60, "eval": 70, "report": 1}
     for u in units:
         if u.check: u.check()
+
+
+def test_lab_grid_end_to_end(tmp_path):
+    "The lab preset at a reduced size through `mixcot run`: world, one base reused by both arms, lab teachers, eval."
+    recipe = yaml.safe_load((Path(__file__).resolve().parent.parent/"recipes"/"lab"/"quick.yaml").read_text())
+    run = tmp_path/"lab"
+    recipe.update(run_dir=str(run), students=recipe["students"][:1], arms=["long", "short"], eval_base=False)
+    recipe["world"].update(n_train=40, n_test=6)
+    recipe["problems"]["path"] = str(run/"world"/"train.jsonl")
+    recipe["eval"].update(data={"lab": str(run/"world"/"test.jsonl")}, max_new_tokens=16)
+    recipe["students"][0]["build"]["pretrain_steps"] = 10
+    recipe["train"] = {"eos_check": 0, "sft": {**recipe["train"]["sft"], "max_steps": 2, "save_steps": 2}}
+    r = mixcot("run", write(tmp_path/"lab.yaml", recipe))
+    assert r.returncode == 0, r.stderr[-3000:]
+    units = json.loads((run/"manifest.json").read_text())["units"]
+    assert all(u["status"] == "done" for u in units.values()) and len(units) == 1 + 1 + 2 + 2 + 2 + 2 + 1
+    events = [json.loads(l) for l in (run/"units"/"events.jsonl").read_text().splitlines()]
+    assert [e["unit"] for e in events if e["event"] == "done" and e["unit"].startswith("base:")] == ["base:lab-xs"]
+    for arm in ("long", "short"):
+        train_recipe = json.loads((run/"models"/f"lab-xs__{arm}"/"train_recipe.json").read_text())
+        assert train_recipe["model_name_or_path"] == str(run/"bases"/"lab-xs")
+    summary = json.loads((run/"evals"/"lab-xs__short"/"summary.json").read_text())
+    assert summary["benchmarks"]["lab"]["n"] == 6
+    assert "learnability gaps" in r.stdout and (run/"report"/"gaps_vs_size.png").stat().st_size > 0

@@ -7,7 +7,6 @@ Docs: https://mixcot.github.io/mixcot/lab.html.md"""
 # %% ../nbs/09_lab.ipynb #4fea8102
 from __future__ import annotations
 import hashlib, json, math, random, re, shutil, tempfile, time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal

@@ -6,14 +6,14 @@ Docs: https://mixcot.github.io/mixcot/training.html.md"""
 
 # %% ../nbs/06_training.ipynb #ca4173d4
 from __future__ import annotations
-import argparse, builtins, dataclasses, difflib, hashlib, json, math, os, sys, time, warnings
+import argparse, builtins, dataclasses, difflib, hashlib, json, os, time, warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .core import RecipeError, StrictModel, load_recipe, set_seed, write_json, write_jsonl
+from .core import StrictModel, load_recipe, set_seed, write_json, write_jsonl
 
 # %% auto #0
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'tiny_sft_rows', 'write_tiny_mix', 'end_token_ids',

@@ -2,7 +2,6 @@
 stage, rejection keeps only correct traces, and a student base is built once and reused."""
 import json, math, random, time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,6 @@ from mixcot_nb.backends import EngineSpec, SamplingParams, make_engine
 from mixcot_nb.grading import grade, grade_many
 from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec, build_student, count_forks, find_slip,
                            make_world, parse_puzzle, pretrain_examples, trail_answer, write_solution)
-from mixcot_nb.mixing import MixSource, MixSpec
 from mixcot_nb.problems import load_problems
 from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
 

@@ -1,12 +1,12 @@
 "Report: a synthetic run directory with known numbers, per-item records, figures; the paper's tables recomputed."
-import csv, json
+import csv
 from pathlib import Path
 
 import pytest
 
 from mixcot_nb.core import RunDir, write_json, write_jsonl
 from mixcot_nb.evaluation import EvalRecord, summarise_records
-from mixcot_nb.report import (ARMS, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, accuracy_table, build_report, gain_table,
+from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, accuracy_table, build_report, gain_table,
                               gap_table, load_results, paper_run)
 
 # student -> arm -> benchmark -> correct out of N problems (one sample each)

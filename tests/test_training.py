@@ -6,7 +6,7 @@ import pytest, yaml
 
 from mixcot_nb.core import RecipeError, load_recipe, parse_recipe, write_jsonl
 from mixcot_nb.training import (LoraSpec, TrainRecipe, TrainingError, build_trainer, end_token_ids, eos_check, load_sft_data,
-                                prepare_dataset, run_training, tokenize_example, tiny_sft_rows, write_tiny_mix)
+                                run_training, tokenize_example, tiny_sft_rows, write_tiny_mix)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(per_device_train_batch_size=8, max_length=256, save_strategy="no", use_cpu=True, bf16=False,

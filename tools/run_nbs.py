@@ -1,8 +1,8 @@
 """Run notebooks top to bottom in a real Jupyter kernel, as a user would in JupyterLab.
 
 `python tools/run_nbs.py [NOTEBOOK ...] [--save]`: every notebook under nbs/ by default; `--save` writes the outputs
-back (run `nbdev-clean` afterwards). Cells flagged `#| gpu` or `#| vllm` skip themselves on machines without one,
-through `%load_ext mixcot_nb.core`.
+back (run `nbdev-clean` afterwards). Cells marked `#| eval: false` are not run, as in nbdev. Cells flagged `#| gpu`
+or `#| vllm` skip themselves on machines without one, through `%load_ext mixcot_nb.core`.
 """
 import sys, time
 from pathlib import Path
@@ -13,9 +13,17 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def never_runs(cell) -> bool:
+    "A cell marked `#| eval: false`, which nbdev never executes (e.g. an exported `if __name__ == '__main__'` guard)."
+    return cell.cell_type == "code" and any(l.replace(" ", "") == "#|eval:false" for l in cell.source.splitlines())
+
+
 def run(path: Path, save: bool) -> None:
     nb = nbformat.read(path, as_version=4)
+    skipped = {i: c.source for i, c in enumerate(nb.cells) if never_runs(c)}
+    for i in skipped: nb.cells[i].source = ""
     NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    for i, src in skipped.items(): nb.cells[i].source = src
     if save: nbformat.write(nb, path)
 
 

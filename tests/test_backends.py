@@ -163,7 +163,7 @@ def test_engine_spec_validation():
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         EngineSpec(engine="vllm", model="m", gpu_memory_utilization=1.5)
     assert EngineSpec(engine="vllm", model="m", lora_path="a", dtype="bfloat16").lora_path == "a"
-    assert sorted(ENGINES) == ["openai", "transformers", "vllm"]
+    assert {"openai", "transformers", "vllm"} <= set(ENGINES)   # later modules (the lab) may add theirs
 
 
 def test_vllm_engine_without_vllm_says_what_to_install():

@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/backends.html.md"""
 
 # %% ../nbs/03_backends.ipynb #f1d18197
 from __future__ import annotations
-import asyncio, email.utils, importlib, itertools, json, logging, os, random, shutil, tempfile, threading, time
+import asyncio, email.utils, importlib, itertools, json, logging, math, os, random, shutil, tempfile, threading, time
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -18,9 +18,9 @@ from .core import StrictModel, example_data_dir, iter_jsonl
 
 # %% auto #0
 __all__ = ['CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'ENGINES', 'ENGINE_MODULES', 'SamplingParams', 'Completion',
-           'check_conversations', 'Engine', 'cut_at_stop', 'build_tiny_chat_model', 'TransformersEngine', 'retry_delay',
-           'parse_retry_after', 'chat_request', 'EngineError', 'OpenAIEngine', 'VLLMEngine', 'EngineSpec',
-           'register_engine', 'engine_class', 'make_engine']
+           'check_conversations', 'Engine', 'cut_at_stop', 'fit_replies', 'build_tiny_chat_model', 'TransformersEngine',
+           'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError', 'OpenAIEngine', 'VLLMEngine',
+           'EngineSpec', 'register_engine', 'engine_class', 'make_engine']
 
 # %% ../nbs/03_backends.ipynb #b4fbeddd
 class SamplingParams(StrictModel):
@@ -110,8 +110,12 @@ def _train_tokenizer(texts:list[str], vocab_size:int):
     return fast
 
 # %% ../nbs/03_backends.ipynb #fd502847
-def _fit_replies(model, tok, pairs, steps:int, seed:int, batch_size:int=8, lr:float=5e-3):
-    "A few AdamW steps on the replies only (prompt tokens masked), so the model learns to end its turn."
+def fit_replies(model, tok,
+                pairs:list[tuple[str, str]],   # (user turn, reply) pairs
+                steps:int, seed:int=0, batch_size:int=8, lr:float=5e-3,
+                schedule:Literal["constant", "cosine"]="constant",  # cosine: 5% linear warmup, decay to 10% of `lr`
+                max_grad_norm:float|None=None, progress:bool=False) -> dict:
+    "AdamW steps on the replies only (prompt tokens masked), batches drawn at random; returns final loss and tokens seen."
     import torch
     rows = []
     for problem, reply in pairs:
@@ -121,16 +125,27 @@ def _fit_replies(model, tok, pairs, steps:int, seed:int, batch_size:int=8, lr:fl
         p, f = tok(prompt, add_special_tokens=False).input_ids, tok(full, add_special_tokens=False).input_ids
         rows.append((f, [-100]*len(p) + f[len(p):]))
     opt, rng = torch.optim.AdamW(model.parameters(), lr=lr), random.Random(seed)
+    warm = max(1, steps // 20)
+    factor = (lambda s: 1.0) if schedule == "constant" else \
+             (lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     model.train()
-    for _ in range(steps):
+    losses, tokens = [], 0
+    bar = tqdm(range(steps), desc="fitting replies", disable=not progress)
+    for _ in bar:
         batch = rng.sample(rows, batch_size)
         L = max(len(f) for f, _ in batch)
         ids = torch.tensor([f + [tok.pad_token_id]*(L-len(f)) for f, _ in batch])
         labels = torch.tensor([l + [-100]*(L-len(l)) for _, l in batch])
         mask = torch.tensor([[1]*len(f) + [0]*(L-len(f)) for f, _ in batch])
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        opt.step(); opt.zero_grad()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        if max_grad_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        opt.step(); sched.step(); opt.zero_grad()
+        losses.append(loss.item()); tokens += int(mask.sum())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
+    return {"final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None, "tokens_seen": tokens}
 
 # %% ../nbs/03_backends.ipynb #384710ac
 def _tiny_built(path:Path, recipe:dict) -> bool:
@@ -168,7 +183,7 @@ def build_tiny_chat_model(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = model_cls(cfg)
-        if train_steps: _fit_replies(model, tok, pairs, train_steps, seed)
+        if train_steps: fit_replies(model, tok, pairs, train_steps, seed)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))

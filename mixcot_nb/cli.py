@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #771a4812
 from __future__ import annotations
-import argparse, sys
+import argparse, json, sys
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,11 @@ def _report_parser(sub):
 
 def _report_cmd(a) -> int:
     from mixcot_nb.report import build_report
-    page = build_report(a.run_dir, out_dir=a.out, reference=a.reference)
+    from mixcot_nb.pipeline import ExperimentRecipe, report_groups
+    manifest = a.run_dir/"manifest.json"            # a `mixcot run` directory: its students' sizes and replicas
+    students, groups = report_groups(ExperimentRecipe.model_validate(json.loads(manifest.read_text())["recipe"])) \
+                       if manifest.exists() else (None, None)
+    page = build_report(a.run_dir, out_dir=a.out, reference=a.reference, students=students, groups=groups)
     print(f"report: {page}")
     return 0
 
@@ -264,7 +268,9 @@ def _run_cmd(a) -> int:
     if not out["ran"]: print(f"nothing to do: all {len(out['skipped'])} units are up to date")
     else: print(f"ran {len(out['ran'])} units in {out['seconds']:.0f} s; {len(out['skipped'])} were already done")
     report = Path(recipe.run_dir)/"report"
-    if (report/"gaps.md").exists(): print("\nlearnability gaps (percentage points):\n" + (report/"gaps.md").read_text())
+    gaps = next((p for p in (report/"gaps_pooled.md", report/"gaps.md") if p.exists()), None)
+    if gaps: print("\nlearnability gaps (percentage points" + (", pooled over seeds" if "pooled" in gaps.name else "")
+                   + "):\n" + gaps.read_text())
     if (report/"report.md").exists(): print(f"report: {report/'report.md'} (and report.html)")
     return 0
 

@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/lab.html.md"""
 
 # %% ../nbs/09_lab.ipynb #4fea8102
 from __future__ import annotations
-import hashlib, json, math, random, re, shutil, tempfile, time
+import hashlib, json, random, re, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -474,7 +474,7 @@ class LabTeacher(Engine):
         "One response to `problem` (text holding a lab puzzle); `key` picks the sample."
         p = parse_puzzle(problem)
         if p is None: return "I cannot find a lab puzzle in this problem."
-        rng = _rng(self.settings.seed, problem, *key)
+        rng = _rng(self.settings.seed, self.style, problem, *key)
         wrong = rng.random() < self.settings.error_rate
         slip = find_slip(p, rng) if wrong else None
         return write_solution(p, self.style, rng, slip)
@@ -563,38 +563,6 @@ def count_params(model) -> int:
     "Parameters of `model`, tied embeddings counted once."
     return sum(p.numel() for p in model.parameters())
 
-# %% ../nbs/09_lab.ipynb #866f9e60
-def _pretrain(model, tok, pairs, steps:int, seed:int, batch_size:int, lr:float, progress:bool) -> dict:
-    "AdamW on the responses of `pairs` (prompt tokens masked), linear warmup then cosine decay; returns loss and tokens."
-    import torch
-    rows = []
-    for prompt, reply in pairs:
-        conv = [{"role": "user", "content": prompt}]
-        p = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template(conv + [{"role": "assistant", "content": reply}], tokenize=False)
-        pi, fi = tok(p, add_special_tokens=False).input_ids, tok(full, add_special_tokens=False).input_ids
-        rows.append((fi, [-100] * len(pi) + fi[len(pi):]))
-    opt, rng = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01), random.Random(seed)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    model.train()
-    losses, tokens = [], 0
-    bar = tqdm(range(steps), desc="pretraining", disable=not progress)
-    for _ in bar:
-        batch = [rows[rng.randrange(len(rows))] for _ in range(batch_size)]
-        L = max(len(f) for f, _ in batch)
-        ids = torch.tensor([f + [tok.pad_token_id] * (L - len(f)) for f, _ in batch])
-        labels = torch.tensor([l + [-100] * (L - len(l)) for _, l in batch])
-        mask = torch.tensor([[1] * len(f) + [0] * (L - len(f)) for f, _ in batch])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); sched.step(); opt.zero_grad()
-        losses.append(loss.item()); tokens += int(mask.sum())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
-    return {"final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None, "tokens_seen": tokens}
-
 # %% ../nbs/09_lab.ipynb #82d2b857
 def _file_hash(path:Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -603,7 +571,7 @@ def student_recipe(size:str, world_dir, **kw) -> dict:
     "The full recipe of a student base: everything its weights depend on (the cache key)."
     world_dir = Path(world_dir)
     if size not in STUDENT_SIZES: raise ValueError(f"unknown student size {size!r}; sizes: {', '.join(STUDENT_SIZES)}")
-    return dict(size=size, **STUDENT_SIZES[size], **kw, world=_file_hash(world_dir/"train.jsonl"), version=1)
+    return dict(size=size, **STUDENT_SIZES[size], **kw, world=_file_hash(world_dir/"train.jsonl"), version=2)
 
 def build_student(size:str,                        # a key of `STUDENT_SIZES`
                   world_dir,                       # the world's folder (from `make_world`)
@@ -646,7 +614,8 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = model_cls(cfg)
-            stats = _pretrain(model, tok, pairs, pretrain_steps, seed, batch_size, lr, progress) if pretrain_steps else {}
+            stats = backends.fit_replies(model, tok, pairs, pretrain_steps, seed, batch_size, lr, schedule="cosine",
+                                                 max_grad_norm=1.0, progress=progress) if pretrain_steps else {}
     finally: torch.set_num_threads(old_threads)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -467,12 +467,13 @@ class MixRecipe(StrictModel):
     max_tokens: int | None = Field(None, ge=1)
     over_length: Literal["drop", "keep", "error"] = "drop"
     seed: int = 42
+    prompt: str = PAPER_PROMPT
     decontaminate: list[str] = []
     eval_data: dict[str, str] = {}
 
     def specs(self) -> list[MixSpec]:
         "Every arm as a `MixSpec`, built-ins bound to `roles` and the shared defaults applied."
-        shared = dict(tokenizer=self.tokenizer, max_tokens=self.max_tokens, over_length=self.over_length, seed=self.seed,
+        shared = dict(tokenizer=self.tokenizer, max_tokens=self.max_tokens, over_length=self.over_length, seed=self.seed, prompt=self.prompt,
                       decontaminate=self.decontaminate, eval_data=self.eval_data)
         return [builtin_mix(a, self.roles, **shared) if isinstance(a, str) else a for a in self.arms]
 

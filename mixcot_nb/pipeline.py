@@ -20,9 +20,9 @@ from .mixing import MixRecipe, MixSpec
 from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 
 # %% auto #0
-__all__ = ['VERSIONED', 'StudentSpec', 'ExperimentRecipe', 'PipelineError', 'Unit', 'unit_keys', 'data_hash', 'local_paths',
-           'plan', 'UnitState', 'package_versions', 'write_manifest', 'select', 'run_experiment', 'load_experiment',
-           'experiment_status', 'format_status']
+__all__ = ['VERSIONED', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit', 'unit_keys',
+           'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'package_versions', 'write_manifest',
+           'select', 'run_experiment', 'load_experiment', 'experiment_status', 'format_status']
 
 # %% ../nbs/10_pipeline.ipynb #e742656e
 class StudentSpec(StrictModel):
@@ -55,15 +55,40 @@ class ExperimentRecipe(StrictModel):
     mix: dict = {}                           # shared mix settings: tokenizer, max_tokens, over_length, decontaminate, ...
     students: list[StudentSpec] = Field(min_length=1)
     train: dict = {}                         # training settings shared by every student
+    seeds: list[int] = []                    # training seeds: every (student, arm) is fine-tuned once per seed (default: `seed`)
+    budgets: dict[str, dict] = {}            # budget rules by name, each `train` overrides (e.g. equal steps, equal tokens)
     eval: dict = {}                          # evaluation settings: engine, benchmarks, data, limit, n, max_new_tokens, ...
     eval_base: bool = False                  # also evaluate every student before fine-tuning (arm `base`)
     world: dict | None = None                # the lab's world (`mixcot_nb.lab.WorldSpec`), written to <run_dir>/world/
 
     @model_validator(mode="after")
     def _unique(self):
-        for what, names in (("teacher", [t.name for t in self.teachers]), ("student", [s.name for s in self.students])):
-            if len(set(names)) != len(names): raise ValueError(f"{what} names must be unique: {names}")
+        for what, names in (("teacher names", [t.name for t in self.teachers]), ("student names", [s.name for s in self.students]),
+                            ("seeds", self.seeds)):
+            if len(set(names)) != len(names): raise ValueError(f"{what} must be unique: {names}")
+        for b in self.budgets: check_name(b, "budget rule")
         return self
+
+@dataclass
+class Replica:
+    "One student as fine-tuned: under one budget rule and one seed (the student itself when neither is varied)."
+    spec: StudentSpec                        # name `<student>[.<budget>][.s<seed>]`, starting from the student's base
+    student: StudentSpec                     # the student it replicates
+    budget: str | None = None
+    seed: int | None = None
+
+def replicas(r:ExperimentRecipe) -> list[Replica]:
+    "Every student x budget rule x seed of `r`, each a student spec of its own with its rule and seed in `train`."
+    if not r.seeds and not r.budgets: return [Replica(s, s) for s in r.students]
+    out = []
+    for s in r.students:
+        for budget in r.budgets or [None]:
+            for seed in r.seeds or [r.seed]:
+                name = ".".join([s.name] + ([budget] if budget else []) + ([f"s{seed}"] if r.seeds else []))
+                train = _deep_merge(_deep_merge(r.budgets.get(budget, {}), s.train), {"seed": seed})
+                spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train)
+                out.append(Replica(spec, s, budget, seed))
+    return out
 
 # %% ../nbs/10_pipeline.ipynb #6b2eaa6f
 def _deep_merge(base:dict, over:dict) -> dict:
@@ -154,7 +179,10 @@ def _mix_unit(r:ExperimentRecipe, spec:MixSpec, recipe:MixRecipe) -> Unit:
     return Unit(f"mix:{spec.name}", "mix", {"spec": spec.model_dump(mode="json")}, deps, [RunDir(r.run_dir).mix(spec.name)], go)
 
 # %% ../nbs/10_pipeline.ipynb #3225d229
-def _train_unit(r:ExperimentRecipe, s:StudentSpec, arm:str, source:str) -> Unit:
+def _base_dep(s:StudentSpec) -> list[str]: return [f"base:{s.name}"] if s.build else []
+
+def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
+    s = rep.spec
     run = RunDir(r.run_dir)
     config = _deep_merge(_deep_merge({"seed": r.seed}, r.train), s.train)
     config.update(model_name_or_path=s.model_path(r.run_dir), dataset=str(run.mix(arm)), output_dir=str(run.model(s.name, arm)))
@@ -165,15 +193,15 @@ def _train_unit(r:ExperimentRecipe, s:StudentSpec, arm:str, source:str) -> Unit:
     def go(_):
         from mixcot_nb.training import run_training
         return run_training(recipe(), progress=True)
-    deps = [f"mix:{arm}"] + ([f"base:{s.name}"] if s.build else [])
-    return Unit(f"train:{s.name}:{arm}", "train", config, deps, [run.model(s.name, arm)], go, recipe)
+    return Unit(f"train:{s.name}:{arm}", "train", config, [f"mix:{arm}"] + _base_dep(rep.student), [run.model(s.name, arm)], go, recipe)
 
-def _eval_unit(r:ExperimentRecipe, s:StudentSpec, arm:str, source:str, hashes:dict) -> Unit:
+def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict) -> Unit:
+    s = rep.spec
     run = RunDir(r.run_dir)
     base = {"seed": r.seed, **r.eval, "output_dir": str(run.evals(s.name, arm))}
     config = {**base, "data_hashes": {k: hashes.get(v) for k, v in r.eval.get("data", {}).items()}}
     if arm == "base": config["model"] = s.model_path(r.run_dir)
-    deps = _world_dep(r) + ([f"train:{s.name}:{arm}"] if arm != "base" else [f"base:{s.name}"] if s.build else [])
+    deps = _world_dep(r) + ([f"train:{s.name}:{arm}"] if arm != "base" else _base_dep(rep.student))
     def recipe(model:str=s.model_path(r.run_dir), adapter:str|None=None):
         from mixcot_nb.evaluation import EvalRecipe
         return _validate(EvalRecipe, {**base, "model": model, "adapter": adapter}, "eval", source)
@@ -184,12 +212,19 @@ def _eval_unit(r:ExperimentRecipe, s:StudentSpec, arm:str, source:str, hashes:di
         return {"summaries": run_eval(recipe(model, adapter), progress=True)}
     return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe)
 
+def report_groups(r:ExperimentRecipe) -> tuple[dict, dict|None]:
+    "`build_report`'s `students` (name -> parameters) and `groups` (replica -> student, budget rule, seed) for `r`."
+    reps = replicas(r)
+    students = {s.name: s.params for s in r.students} | {x.spec.name: x.student.params for x in reps}
+    groups = {x.spec.name: {"student": x.student.name, "budget": x.budget, "seed": x.seed} for x in reps if x.spec is not x.student}
+    return students, groups or None
+
 def _report_unit(r:ExperimentRecipe, evals:list[str]) -> Unit:
-    students = {s.name: s.params for s in r.students}
+    students, groups = report_groups(r)
     def go(_):
         from mixcot_nb.report import build_report
-        return {"page": str(build_report(r.run_dir, students=students))}
-    return Unit("report", "report", {"students": students}, evals, [RunDir(r.run_dir).report], go)
+        return {"page": str(build_report(r.run_dir, students=students, groups=groups))}
+    return Unit("report", "report", {"students": students, "groups": groups}, evals, [RunDir(r.run_dir).report], go)
 
 # %% ../nbs/10_pipeline.ipynb #d14fefa6
 def local_paths(r:ExperimentRecipe) -> list[str]:
@@ -211,9 +246,12 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     units = ([_world_unit(r, source)] if r.world else []) + [_base_unit(r, s) for s in r.students if s.build]
     units += [_sample_unit(r, t, hashes) for t in r.teachers]
     units += [_mix_unit(r, s, mix) for s in specs]
-    units += [_train_unit(r, st, s.name, source) for st in r.students for s in specs]
-    arms = (["base"] if r.eval_base else []) + [s.name for s in specs]
-    evals = [_eval_unit(r, st, arm, source, hashes) for st in r.students for arm in arms]
+    reps = replicas(r)
+    units += [_train_unit(r, rep, s.name, source) for rep in reps for s in specs]
+    evals = []
+    for st in r.students:
+        if r.eval_base: evals.append(_eval_unit(r, Replica(st, st), "base", source, hashes))
+        evals += [_eval_unit(r, rep, s.name, source, hashes) for rep in reps if rep.student is st for s in specs]
     return units + evals + [_report_unit(r, [u.id for u in evals])]
 
 # %% ../nbs/10_pipeline.ipynb #2f17876d

@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #307c7c14
 from __future__ import annotations
-import csv, html, io, json, math, re, warnings
+import csv, html, io, json, math, re, statistics, warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,8 @@ from .evaluation import PAPER_BENCHMARKS, paper_average
 # %% auto #0
 __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'paper_run', 'load_results',
            'report_benchmarks', 'arm_average', 'gap_interval', 'student_size', 'accuracy_table', 'gap_table',
-           'gain_table', 'length_table', 'plot_gaps', 'plot_accuracy', 'response_lengths', 'plot_lengths', 'md_table',
-           'write_csv', 'paper_student', 'build_report']
+           'gain_table', 'length_table', 't_interval', 'pool_replicates', 'plot_gaps', 'plot_accuracy',
+           'response_lengths', 'plot_lengths', 'md_table', 'write_csv', 'paper_student', 'build_report']
 
 # %% ../nbs/08_report.ipynb #d2b59f8a
 ARMS = ["long", "short", "large", "small", "mix-long", "mix-large"]
@@ -205,6 +205,38 @@ def length_table(results:dict) -> list[dict]:
                          "no_answer_rate": w("na", lambda s: s.get("no_answer_rate"))})
     return rows
 
+# %% ../nbs/08_report.ipynb #6f8d527a
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+def t_interval(values:list[float]) -> tuple[float, float|None, float|None, float|None]:
+    "Mean, standard deviation, and the 95% t-interval of the mean of `values` (None where one value gives none)."
+    n, mean = len(values), statistics.fmean(values)
+    if n < 2: return mean, None, None, None
+    sd = statistics.stdev(values)
+    half = _T975.get(n - 1, 1.96 + 2.5 / (n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+def pool_replicates(rows:list[dict],           # table rows with a `student` column
+                    groups:dict[str, dict],    # replicate student -> {"student": name, "budget": rule, "seed": seed}
+                    values:list[str],          # columns to pool
+                    keys:list[str]=[]) -> list[dict]:   # columns that stay apart (e.g. `arm`)
+    "Rows of replicate students pooled per (student, budget rule, `keys`): mean, sd and 95% t-interval over seeds."
+    pooled = {}
+    for r in rows:
+        if (g := groups.get(r["student"])) is None: continue
+        k = (g["student"], g.get("budget"), *(r.get(c) for c in keys))
+        pooled.setdefault(k, []).append(r)
+    out = []
+    for (student, budget, *kv), rs in pooled.items():
+        row = {"student": student, "budget": budget, **dict(zip(keys, kv)), "seeds": len(rs)}
+        if "params" in rs[0]: row["params"] = rs[0]["params"]
+        for c in values:
+            vals = [r[c] for r in rs if r.get(c) is not None]
+            if not vals: continue
+            row[c], row[f"{c}_sd"], row[f"{c}_lo"], row[f"{c}_hi"] = t_interval(vals)
+        out.append(row)
+    return out
+
 # %% ../nbs/08_report.ipynb #9811f77a
 def _plt():
     import matplotlib
@@ -223,12 +255,14 @@ def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path:
                 pts = sorted((PAPER_SIZES[s], v[0] - v[1]) for s, v in tab.items() if s.startswith(fam))
                 ax.plot(*zip(*pts), marker=marker, ls="--", color="grey", alpha=0.7, label=f"paper: {fam}")
         pts = [r for r in gaps if r.get(f"gap_{gap}") is not None and r.get("params")]
-        if pts:
-            x, y = [r["params"] for r in pts], [r[f"gap_{gap}"] for r in pts]
-            err = [[y_ - (r[f"gap_{gap}_lo"] if r[f"gap_{gap}_lo"] is not None else y_) for r, y_ in zip(pts, y)],
-                   [(r[f"gap_{gap}_hi"] if r[f"gap_{gap}_hi"] is not None else y_) - y_ for r, y_ in zip(pts, y)]]
-            ax.errorbar(x, y, yerr=err, marker="o", ls="none", capsize=3, color="C0", label="this run")
-            for r, x_, y_ in zip(pts, x, y): ax.annotate(r["student"], (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for i, budget in enumerate(dict.fromkeys(r.get("budget") for r in pts)):   # one series per budget rule
+            ser = [r for r in pts if r.get("budget") == budget]
+            x, y = [r["params"] * (1.06 ** i) for r in ser], [r[f"gap_{gap}"] for r in ser]
+            err = [[y_ - (r.get(f"gap_{gap}_lo") if r.get(f"gap_{gap}_lo") is not None else y_) for r, y_ in zip(ser, y)],
+                   [(r.get(f"gap_{gap}_hi") if r.get(f"gap_{gap}_hi") is not None else y_) - y_ for r, y_ in zip(ser, y)]]
+            ax.errorbar(x, y, yerr=err, marker="o", ls="none", capsize=3, color=f"C{i}",
+                        label="this run" + (f": {budget}" if budget else ""))
+            for r, x_, y_ in zip(ser, x, y): ax.annotate(r["student"], (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log"); ax.set_xlabel("student parameters")
         ax.set_ylabel(f"P_{a} - P_{b} (points)"); ax.set_title(f"{gap.capitalize()} {'CoT' if gap == 'long' else 'teacher'} gap")
@@ -325,6 +359,8 @@ def _with_reference(rows:list[dict], skip:set=frozenset()) -> list[dict]:
     return out
 
 def _gap_cols(): return ["student", "params"] + [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}", f"gap_{g}_lo", f"gap_{g}_hi")]
+def _pooled_gap_cols(): return ["student", "budget", "seeds", "params"] + [c for g, (a, b) in GAPS.items()
+                                                                           for c in (f"P_{a}", f"P_{b}", f"gap_{g}", f"gap_{g}_sd", f"gap_{g}_lo", f"gap_{g}_hi")]
 
 def _html_page(sections:list[tuple[str, str, list[dict]|None, str|None]], title:str) -> str:
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
@@ -342,6 +378,7 @@ def _html_page(sections:list[tuple[str, str, list[dict]|None, str|None]], title:
 def build_report(run_dir, out_dir=None,
                  students:dict|None=None, # student name -> parameter count, for the size axis (else from the summaries)
                  reference:bool=True,     # put the paper's published results beside the run
+                 groups:dict|None=None,   # replicate student -> {"student", "budget", "seed"} (seeds and budget rules)
                 ) -> Path:
     "Tables, figures and one page for the run's evaluations; returns the path of `report.md`."
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -353,10 +390,15 @@ def build_report(run_dir, out_dir=None,
     from_paper = {s for s, arms in results.items() if all(str(a.get("model", "")).startswith("paper:") for a in arms.values())}
     acc_shown = _with_reference(acc, from_paper) if reference else acc
     tables = {"accuracy": acc_shown, "gaps": gaps, "gains": gains, "lengths": lengths}
+    if groups:
+        gap_values = [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}")]
+        tables |= {"gaps_pooled": pool_replicates(gaps, groups, gap_values),
+                   "gains_pooled": pool_replicates(gains, groups, ["P_mix", "P_pure", "gain"], ["mix", "over"]),
+                   "accuracy_pooled": pool_replicates(acc, groups, ["average"], ["arm"])}
     for name, rows in tables.items():
         write_csv(out/f"{name}.csv", rows)
-        (out/f"{name}.md").write_text(md_table(rows, _gap_cols() if name == "gaps" else None))
-    figs = {"gaps": plot_gaps(gaps, out/"gaps_vs_size.png", reference), "accuracy": plot_accuracy(results, out/"accuracy_by_arm.png"),
+        (out/f"{name}.md").write_text(md_table(rows, {"gaps": _gap_cols(), "gaps_pooled": _pooled_gap_cols()}.get(name)))
+    figs = {"gaps": plot_gaps(tables["gaps_pooled"] if groups else gaps, out/"gaps_vs_size.png", reference), "accuracy": plot_accuracy(results, out/"accuracy_by_arm.png"),
             "lengths": plot_lengths(results, out/"lengths_by_arm.png")}
     sections = [
         ("Accuracy by arm", "Percent correct on each benchmark; the average is the plain mean over the paper's five benchmarks "
@@ -366,6 +408,10 @@ def build_report(run_dir, out_dir=None,
          "student learns better from the shorter or smaller teacher's data. 95% intervals: paired bootstrap over problems "
          "when per-item records exist, else a normal approximation from each benchmark's interval.", gaps, figs["gaps"].name),
         ("Mix Distillation gains", "Average of each mix arm minus each pure arm it mixes (points), with 95% intervals.", gains, None),
+        *([(f"{what} over seeds", f"Each student and budget rule pooled over its seeds: mean, standard deviation (`_sd`) "
+            f"and 95% t-interval over seeds (`_lo`, `_hi`){extra}.", tables[name], None)
+           for what, name, extra in (("Gaps", "gaps_pooled", "; the gap figure shows these"), ("Mix gains", "gains_pooled", ""),
+                                     ("Accuracy", "accuracy_pooled", ""))] if groups else []),
         ("Response length and truncation", "Completion tokens and the share of responses cut at the token limit, pooled over "
          "benchmarks.", lengths, figs["lengths"].name if figs["lengths"] else None)]
     if reference:
@@ -374,7 +420,8 @@ def build_report(run_dir, out_dir=None,
         sections.append(("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None))
     md = ["# Learnability-gap report", "", f"Run: `{run.root}`", ""]
     for head, text, rows, img in sections:
-        md += [f"## {head}", "", text, "", md_table(rows, _gap_cols() if rows is gaps else None)]
+        cols = _gap_cols() if rows is gaps else _pooled_gap_cols() if groups and rows is tables["gaps_pooled"] else None
+        md += [f"## {head}", "", text, "", md_table(rows, cols)]
         if img: md += [f"![{head}]({img})", ""]
     page = out/"report.md"
     page.write_text("\n".join(md))

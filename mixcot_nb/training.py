@@ -17,8 +17,8 @@ from .core import StrictModel, load_recipe, set_seed, write_json, write_jsonl
 
 # %% auto #0
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'tiny_sft_rows', 'write_tiny_mix', 'end_token_ids',
-           'tokenize_example', 'prepare_dataset', 'TrainingError', 'recipe_hash', 'load_student', 'build_trainer',
-           'eos_check', 'model_card', 'run_training', 'main']
+           'tokenize_example', 'prepare_dataset', 'TrainingError', 'recipe_hash', 'load_student', 'budget_steps',
+           'build_trainer', 'eos_check', 'model_card', 'run_training', 'main']
 
 # %% ../nbs/06_training.ipynb #20a44290
 from .mixing import load_mix
@@ -61,6 +61,7 @@ class TrainRecipe(StrictModel):
     merge_adapter: bool = False        # also save the adapter merged into the base model (`output_dir/merged`)
     eos_check: int = Field(4, ge=0)    # training prompts the end-of-turn check generates from (0: skip)
     seed: int = 42
+    token_budget: int | None = Field(None, ge=1)  # train until this many tokens (prompt + response) are seen; sets max_steps
     sft: dict[str, Any] = {}           # TRL `SFTConfig` fields, verbatim
 
     @field_validator("sft")
@@ -82,6 +83,8 @@ class TrainRecipe(StrictModel):
         if self.mode == "full" and self.lora is not None: raise ValueError("lora: given, but mode is 'full'")
         if self.mode == "full" and self.merge_adapter: raise ValueError("merge_adapter: needs mode 'lora' or 'qlora'")
         if self.mode != "full" and self.lora is None: self.lora = LoraSpec()
+        if self.token_budget and "max_steps" in self.sft: raise ValueError("token_budget: sets the steps itself; drop sft.max_steps")
+        if self.token_budget and self.sft.get("packing"): raise ValueError("token_budget: counts unpacked examples; turn sft.packing off")
         return self
 
     @property
@@ -246,12 +249,17 @@ def _cuda() -> bool:
 # %% ../nbs/06_training.ipynb #cd9a1f49
 _CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False}   # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
 
-def _sft_config(recipe:TrainRecipe, progress:bool):
+def budget_steps(token_budget:int, lengths:list[int], batch_size:int, grad_accum:int=1, world_size:int=1) -> int:
+    "Optimiser steps that see about `token_budget` tokens, batches drawn from examples of `lengths` tokens."
+    per_step = sum(lengths) / len(lengths) * batch_size * grad_accum * world_size
+    return max(1, round(token_budget / per_step))
+
+def _sft_config(recipe:TrainRecipe, progress:bool, max_steps:int|None=None):
     "TRL's `SFTConfig` from the recipe, with this module's defaults and its length limit already applied to the data."
     from trl import SFTConfig
     cpu = {} if _cuda() else {k: v for k, v in _CPU_DEFAULTS.items()
                              if not (k == "activation_checkpointing" and "gradient_checkpointing" in recipe.sft)}
-    kw = {"logging_steps": 1, "report_to": "none", **cpu, **recipe.sft}
+    kw = {"logging_steps": 1, "report_to": "none", **cpu, **recipe.sft, **({"max_steps": max_steps} if max_steps else {})}
     kw.pop("model_init_kwargs", None)
     if kw.get("padding_free") and not kw.get("packing"): kw["max_length"] = None  # lengths already enforced; TRL asks for None
     kw.setdefault("disable_tqdm", not progress)
@@ -274,13 +282,16 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     ds, dropped = prepare_dataset(raw, tok, ends, recipe.max_length, recipe.overlength,
                                   recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset))
     if not len(ds): raise TrainingError(f"{recipe.dataset}: no example fits max_length {recipe.max_length}")
+    lengths = [len(x) for x in ds["input_ids"]]
+    steps = budget_steps(recipe.token_budget, lengths, recipe.sft.get("per_device_train_batch_size", 8),
+                         recipe.sft.get("gradient_accumulation_steps", 1), int(os.environ.get("WORLD_SIZE", 1))) \
+            if recipe.token_budget else None
     model, peft_config = load_student(recipe)
-    trainer = SFTTrainer(model=model, args=_sft_config(recipe, progress), train_dataset=ds, processing_class=tok,
+    trainer = SFTTrainer(model=model, args=_sft_config(recipe, progress, steps), train_dataset=ds, processing_class=tok,
                          peft_config=peft_config)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # no log line per step; the loss curve is in the summary
-    lengths = [len(x) for x in ds["input_ids"]]
     info = {"examples": len(raw), "kept": len(ds), "dropped_overlength": len(dropped), "dropped": dropped,
             "tokens_per_epoch": sum(lengths), "response_tokens_per_epoch": sum(sum(l != -100 for l in x) for x in ds["labels"]),
             "end_token_ids": sorted(ends)}

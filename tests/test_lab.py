@@ -124,6 +124,20 @@ def test_error_rate_through_the_sampling_stage(world, tmp_path, style, rate):
     assert set(kept.values()) == {1} and len(kept) == stats["solved"]
 
 
+def test_teachers_err_independently(world):
+    "Two styles with the same error rate and seed slip on different problems (the sample key includes the style)."
+    problems = load_problems("lab", path=world/"train.jsonl")
+    convs = [[{"role": "user", "content": render_prompt(PAPER_PROMPT, p.problem)}] for p in problems]
+    wrong = {}
+    for style in ("long", "short"):
+        comps = LabTeacher(style, {"error_rate": 0.3, "seed": 0}).generate(convs, SamplingParams(temperature=0.7, seed=1))
+        wrong[style] = {p.id for p, c in zip(problems, comps) if not grade(c[0].text, p.answer).correct}
+    both, n = len(wrong["long"] & wrong["short"]), len(problems)
+    expected = len(wrong["long"]) * len(wrong["short"]) / n       # independence: 0.09 n
+    assert abs(both - expected) < 4 * math.sqrt(expected), (both, expected)
+    assert both < 0.8 * min(len(wrong["long"]), len(wrong["short"]))
+
+
 def test_student_base_built_once_and_reused(world, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     t0 = time.time()

@@ -130,24 +130,35 @@ def test_paper_grid_recipe_validates():
 
 
 def test_lab_grid_end_to_end(tmp_path):
-    "The lab preset at a reduced size through `mixcot run`: world, one base reused by both arms, lab teachers, eval."
+    "The lab preset at a reduced size through `mixcot run`, with two seeds and both budget rules: one base shared by every arm."
     recipe = yaml.safe_load((Path(__file__).resolve().parent.parent/"recipes"/"lab"/"quick.yaml").read_text())
     run = tmp_path/"lab"
-    recipe.update(run_dir=str(run), students=recipe["students"][:1], arms=["long", "short"], eval_base=False)
+    recipe.update(run_dir=str(run), students=recipe["students"][:1], arms=["long", "short"], eval_base=False, seeds=[0, 1],
+                  budgets={"steps": {"sft": {"max_steps": 2}}, "tokens": {"token_budget": 3000}})
     recipe["world"].update(n_train=40, n_test=6)
     recipe["problems"]["path"] = str(run/"world"/"train.jsonl")
     recipe["eval"].update(data={"lab": str(run/"world"/"test.jsonl")}, max_new_tokens=16)
     recipe["students"][0]["build"]["pretrain_steps"] = 10
-    recipe["train"] = {"eos_check": 0, "sft": {**recipe["train"]["sft"], "max_steps": 2, "save_steps": 2}}
+    sft = {k: v for k, v in recipe["train"]["sft"].items() if k != "max_steps"}
+    recipe["train"] = {"eos_check": 0, "sft": {**sft, "save_steps": 2}}
     r = mixcot("run", write(tmp_path/"lab.yaml", recipe))
     assert r.returncode == 0, r.stderr[-3000:]
     units = json.loads((run/"manifest.json").read_text())["units"]
-    assert all(u["status"] == "done" for u in units.values()) and len(units) == 1 + 1 + 2 + 2 + 2 + 2 + 1
+    replicas = [f"lab-xs.{b}.s{s}" for b in ("steps", "tokens") for s in (0, 1)]
+    assert all(u["status"] == "done" for u in units.values()) and len(units) == 1 + 1 + 2 + 2 + 8 + 8 + 1
+    assert {u for u in units if u.startswith("train:")} == {f"train:{x}:{a}" for x in replicas for a in ("long", "short")}
     events = [json.loads(l) for l in (run/"units"/"events.jsonl").read_text().splitlines()]
     assert [e["unit"] for e in events if e["event"] == "done" and e["unit"].startswith("base:")] == ["base:lab-xs"]
-    for arm in ("long", "short"):
-        train_recipe = json.loads((run/"models"/f"lab-xs__{arm}"/"train_recipe.json").read_text())
-        assert train_recipe["model_name_or_path"] == str(run/"bases"/"lab-xs")
-    summary = json.loads((run/"evals"/"lab-xs__short"/"summary.json").read_text())
+    for x in replicas:
+        for arm in ("long", "short"):
+            model = run/"models"/f"{x}__{arm}"
+            train_recipe, summary = (json.loads((model/f).read_text()) for f in ("train_recipe.json", "train_summary.json"))
+            assert train_recipe["model_name_or_path"] == str(run/"bases"/"lab-xs") and train_recipe["seed"] == int(x[-1])
+            if ".steps." in x: assert summary["steps"] == 2
+            else: assert abs(summary["tokens_seen"] - 3000) <= summary["tokens_per_epoch"] / summary["kept"] * 16 / 2 + 1
+    summary = json.loads((run/"evals"/"lab-xs.tokens.s1__short"/"summary.json").read_text())
     assert summary["benchmarks"]["lab"]["n"] == 6
-    assert "learnability gaps" in r.stdout and (run/"report"/"gaps_vs_size.png").stat().st_size > 0
+    pooled = (run/"report"/"gaps_pooled.csv").read_text().splitlines()
+    assert len(pooled) == 3 and all(",2," in row for row in pooled[1:])        # one row per budget rule, two seeds each
+    assert "pooled over seeds" in r.stdout and (run/"report"/"gaps_vs_size.png").stat().st_size > 0
+    assert "Gaps over seeds" in (run/"report"/"report.md").read_text()

@@ -140,6 +140,16 @@ def test_full_training_learns_to_stop(random_model, mix, tmp_path):
         run_training(r.model_copy(update={"sft": {**r.sft, "learning_rate": 1e-3}}), progress=False)
 
 
+def test_token_budget_sets_the_steps(tiny_model, mix, tmp_path):
+    "Equal-token budgets: the steps follow from the data's mean length; tokens seen land on the budget."
+    budget = 6000
+    s = run_training(recipe(tiny_model, mix, tmp_path/"b", token_budget=budget, eos_check=0, sft=dict(learning_rate=1e-3)), progress=False)
+    per_step = s["tokens_per_epoch"] / s["kept"] * FAST["per_device_train_batch_size"]
+    assert s["steps"] == round(budget / per_step) and abs(s["tokens_seen"] - budget) <= per_step / 2 + 1
+    with pytest.raises(RecipeError, match="token_budget: sets the steps"):
+        parse_recipe({"model_name_or_path": "m", "dataset": "d", "output_dir": "o", "token_budget": 10, "sft": {"max_steps": 3}}, TrainRecipe)
+
+
 def _greedy(model, tok, msgs, n=12):
     import torch
     ids = tok(tok.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True), return_tensors="pt", add_special_tokens=False).input_ids

@@ -16,11 +16,8 @@ fi
 echo "== README.md is made from nbs/index.ipynb"
 python tools/readme.py --check
 
-echo "== nbdev-test"
+echo "== nbdev-test (every notebook; tests/test_notebooks.py checks the flagged cells in a real Jupyter kernel)"
 nbdev-test --n-workers 2
-
-echo "== notebooks in a Jupyter kernel"
-python tools/run_nbs.py
 
 echo "== docs (nbdev notebook processing, HTML without Quarto)"
 python tools/docs.py

@@ -541,7 +541,8 @@ class EngineSpec(StrictModel):
 
     @model_validator(mode="after")
     def _options_fit_engine(self):
-        wrong = sorted(self.model_fields_set - {"engine", "model"} - set(engine_class(self.engine).options))
+        given = {f for f in self.model_fields_set if getattr(self, f) != type(self).model_fields[f].default}  # a dump round-trips
+        wrong = sorted(given - {"engine", "model"} - set(engine_class(self.engine).options))
         if wrong: raise ValueError(f"option(s) {', '.join(wrong)} do not apply to the {self.engine} engine")
         return self
 

@@ -405,7 +405,7 @@ def format_status(status:dict) -> str:
         t, e = units.get(f"train:{s}:{a}"), units.get(f"eval:{s}:{a}")
         return f"{short[t['status']] if t else ''}/{short[e['status']] if e else '-'}"
     if students:
-        width = max(len(s) for s in students) + 2
+        width = max(len(s) for s in students + ["train/eval"]) + 2
         lines.append("train/eval".ljust(width) + "".join(a.ljust(13) for a in arms))
         lines += [s.ljust(width) + "".join(cell(s, a).ljust(13) for a in arms) for s in students]
     if "report" in units: lines.append(f"report {short[units['report']['status']]}")

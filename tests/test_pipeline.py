@@ -162,3 +162,6 @@ def test_lab_grid_end_to_end(tmp_path):
     assert len(pooled) == 3 and all(",2," in row for row in pooled[1:])        # one row per budget rule, two seeds each
     assert "pooled over seeds" in r.stdout and (run/"report"/"gaps_vs_size.png").stat().st_size > 0
     assert "Gaps over seeds" in (run/"report"/"report.md").read_text()
+    again = mixcot("report", run, "--out", tmp_path/"again")      # the standalone report finds the replicas in the manifest
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path/"again"/"gaps_pooled.csv").read_text() == (run/"report"/"gaps_pooled.csv").read_text()

@@ -504,8 +504,10 @@ backends.register_engine(LabTeacher);
 
 # %% ../nbs/09_lab.ipynb #9bb83885
 STUDENT_SIZES = {                      # preset -> config; parameter counts with the default 384-token vocabulary
-    "xs": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192),    # ~0.12M
-    "s": dict(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),    # ~0.64M
+    "xxs": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=96),    # ~0.04M
+    "xs": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192),    # ~0.13M
+    "xs-wide": dict(hidden_size=96, num_layers=2, num_heads=4, intermediate_size=288),  # ~0.28M
+    "s": dict(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),    # ~0.69M
     "m": dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=576),    # ~1.85M
     "l": dict(hidden_size=256, num_layers=6, num_heads=8, intermediate_size=768),    # ~4.8M
 }

@@ -129,6 +129,23 @@ def test_paper_grid_recipe_validates():
         if u.check: u.check()
 
 
+def test_lab_full_recipe_is_the_whole_grid():
+    "The full lab preset: four sizes x six arms x three seeds x two budget rules, every unit valid, one base per size."
+    from mixcot_nb.lab import STUDENT_SIZES
+    from mixcot_nb.pipeline import load_experiment, plan, replicas
+    recipe = Path(__file__).resolve().parent.parent/"recipes"/"lab"/"full.yaml"
+    r = load_experiment(recipe)
+    sizes = [s.build["size"] for s in r.students]
+    assert len(set(sizes)) >= 4 and sizes == sorted(sizes, key=list(STUDENT_SIZES).index)
+    assert len(r.arms) == 6 and len(r.seeds) == 3 and set(r.budgets) == {"steps", "tokens"}
+    units = plan(r, str(recipe))
+    assert len(replicas(r)) == len(sizes) * 3 * 2
+    assert Counter(u.stage for u in units) == {"world": 1, "base": len(sizes), "sample": 4, "mix": 6,
+                                               "train": 6 * len(replicas(r)), "eval": 6 * len(replicas(r)) + len(sizes), "report": 1}
+    for u in units:
+        if u.check: u.check()
+
+
 def test_lab_grid_end_to_end(tmp_path):
     "The lab preset at a reduced size through `mixcot run`, with two seeds and both budget rules: one base shared by every arm."
     recipe = yaml.safe_load((Path(__file__).resolve().parent.parent/"recipes"/"lab"/"quick.yaml").read_text())

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # %% auto #0
 __all__ = ['StrictModel', 'text_hash', 'problem_id', 'Problem', 'Trace', 'JsonlError', 'atomic_file', 'write_jsonl',
            'repair_jsonl', 'append_jsonl', 'JsonlReport', 'iter_jsonl', 'read_jsonl', 'RecipeError',
-           'format_validation_error', 'parse_recipe', 'load_recipe', 'set_seed', 'check_name', 'RunDir', 'write_json',
-           'has_resource', 'skip_missing_resources', 'load_ipython_extension', 'example_data_dir']
+           'format_validation_error', 'parse_recipe', 'load_recipe', 'set_seed', 'progress_bars', 'check_name',
+           'RunDir', 'write_json', 'has_resource', 'skip_missing_resources', 'load_ipython_extension',
+           'example_data_dir']
 
 # %% ../nbs/00_core.ipynb #cb367c19
 class StrictModel(BaseModel):
@@ -211,6 +212,22 @@ def set_seed(seed:int) -> None:
         import torch
         torch.manual_seed(seed)
     except ImportError: pass
+
+# %% ../nbs/00_core.ipynb #8bd4d38d
+@contextmanager
+def progress_bars(on:bool):
+    "Within the block, the progress bars of `datasets` and `transformers` as `on` says; as they were afterwards."
+    if on:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+    ds_on, hf_on = not datasets.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars(); hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if ds_on: datasets.enable_progress_bars()
+        if hf_on: hf_logging.enable_progress_bar()
 
 # %% ../nbs/00_core.ipynb #630e5651
 _safe_name = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

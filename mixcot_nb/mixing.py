@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj
 from pydantic import Field, model_validator
 
-from .core import (Problem, RunDir, StrictModel, Trace, check_name, read_jsonl, write_json,
+from .core import (Problem, RunDir, StrictModel, Trace, check_name, progress_bars, read_jsonl, write_json,
                             write_jsonl)
 from .problems import decontaminate, load_problems
 from .sampling import PAPER_PROMPT, TraceStore, render_prompt
@@ -418,15 +418,6 @@ def plot_lengths(table:pa.Table, stats:dict, path:Path|None=None):
     return fig
 
 # %% ../nbs/05_mixing.ipynb #6a382dbb
-@contextlib.contextmanager
-def _progress_bars(on:bool):
-    import datasets
-    was_off = datasets.are_progress_bars_disabled()
-    if not on: datasets.disable_progress_bars()
-    try: yield
-    finally:
-        if not on and not was_off: datasets.enable_progress_bars()
-
 def save_mix(path:Path, table:pa.Table, stats:dict, progress:bool=True) -> Path:
     "Write a mix folder atomically: `dataset/`, `stats.json`, `lengths.png`."
     from datasets import Dataset
@@ -435,7 +426,7 @@ def save_mix(path:Path, table:pa.Table, stats:dict, progress:bool=True) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         fingerprint = hashlib.sha1(json.dumps([str(path.resolve()), stats], sort_keys=True).encode()).hexdigest()[:16]
-        with _progress_bars(progress): Dataset(table, fingerprint=fingerprint).save_to_disk(str(tmp/"dataset"))
+        with progress_bars(progress): Dataset(table, fingerprint=fingerprint).save_to_disk(str(tmp/"dataset"))
         write_json(tmp/"stats.json", stats)
         plot_lengths(table, stats, tmp/"lengths.png")
     except BaseException:

@@ -15,7 +15,7 @@ from typing import Callable, Literal
 from pydantic import Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from .core import RecipeError, RunDir, StrictModel, append_jsonl, check_name, load_recipe, write_json
+from .core import RecipeError, RunDir, StrictModel, append_jsonl, check_name, load_recipe, progress_bars, write_json
 from .mixing import MixRecipe, MixSpec
 from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 
@@ -114,7 +114,8 @@ class Unit:
     config: dict                              # the settings that decide the result
     deps: list[str] = field(default_factory=list)  # units whose outputs it reads
     outputs: list[Path] = field(default_factory=list)
-    run: Callable[[dict], dict] | None = None  # given the finished dependencies' results, returns this unit's result
+    run: Callable[[dict, bool], dict] | None = None  # given the finished dependencies' results and whether to show
+                                              # progress bars, returns this unit's result
     check: Callable[[], object] | None = None  # validates the stage recipe before anything runs
 
     def __repr__(self): return f"Unit({self.id!r}, deps={self.deps})"
@@ -146,16 +147,16 @@ def _world_unit(r:ExperimentRecipe, source:str) -> Unit:
     def spec():
         from mixcot_nb.lab import WorldSpec
         return _validate(WorldSpec, r.world, "world", source)
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.lab import make_world
         return {"files": {k: str(v) for k, v in make_world(spec(), out).items()}}
     return Unit("world", "world", {"world": r.world}, outputs=[out], run=go, check=spec)
 
 def _base_unit(r:ExperimentRecipe, s:StudentSpec) -> Unit:
     out = Path(s.model_path(r.run_dir))
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.lab import build_student
-        return {"model_path": str(build_student(**s.build, world_dir=Path(r.run_dir)/"world", out_dir=out))}
+        return {"model_path": str(build_student(**{**s.build, "progress": progress}, world_dir=Path(r.run_dir)/"world", out_dir=out))}
     return Unit(f"base:{s.name}", "base", {"build": s.build}, ["world"] if r.world else [], [out], go)
 
 def _world_dep(r:ExperimentRecipe) -> list[str]: return ["world"] if r.world else []
@@ -163,18 +164,18 @@ def _world_dep(r:ExperimentRecipe) -> list[str]: return ["world"] if r.world els
 def _sample_unit(r:ExperimentRecipe, t:TeacherSpec, hashes:dict) -> Unit:
     run = RunDir(r.run_dir)
     recipe = SampleRecipe(run_dir=r.run_dir, seed=r.seed, problems=r.problems, teachers=[t], chunk_size=r.chunk_size)
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.sampling import run_sampling
-        return run_sampling(recipe, progress=True)[t.name]
+        return run_sampling(recipe, progress=progress)[t.name]
     files = [r.problems.path] + ([t.import_from.path] if t.import_from else [])
     config = {"teacher": t.model_dump(mode="json"), "problems": r.problems.model_dump(mode="json"), "seed": r.seed,
               "data": {f: hashes.get(f) for f in files if f}}
     return Unit(f"sample:{t.name}", "sample", config, _world_dep(r), [run.traces(t.name)], go)
 
 def _mix_unit(r:ExperimentRecipe, spec:MixSpec, recipe:MixRecipe) -> Unit:
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.mixing import run_mixing
-        return run_mixing(recipe, only=[spec.name], progress=True)[spec.name]
+        return run_mixing(recipe, only=[spec.name], progress=progress)[spec.name]
     deps = [f"sample:{s.teacher}" for s in spec.sources]
     return Unit(f"mix:{spec.name}", "mix", {"spec": spec.model_dump(mode="json")}, deps, [RunDir(r.run_dir).mix(spec.name)], go)
 
@@ -190,9 +191,9 @@ def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
     def recipe():
         from mixcot_nb.training import TrainRecipe
         return _validate(TrainRecipe, config, where, source)
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.training import run_training
-        return run_training(recipe(), progress=True)
+        return run_training(recipe(), progress=progress)
     return Unit(f"train:{s.name}:{arm}", "train", config, [f"mix:{arm}"] + _base_dep(rep.student), [run.model(s.name, arm)], go, recipe)
 
 def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict) -> Unit:
@@ -205,11 +206,11 @@ def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict
     def recipe(model:str=s.model_path(r.run_dir), adapter:str|None=None):
         from mixcot_nb.evaluation import EvalRecipe
         return _validate(EvalRecipe, {**base, "model": model, "adapter": adapter}, "eval", source)
-    def go(done:dict):
+    def go(done:dict, progress:bool):
         from mixcot_nb.evaluation import run_eval
         trained = done.get(f"train:{s.name}:{arm}", {})
         model, adapter = trained.get("model_path", s.model_path(r.run_dir)), trained.get("adapter_path")
-        return {"summaries": run_eval(recipe(model, adapter), progress=True)}
+        return {"summaries": run_eval(recipe(model, adapter), progress=progress)}
     return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe)
 
 def report_groups(r:ExperimentRecipe) -> tuple[dict, dict|None]:
@@ -221,7 +222,7 @@ def report_groups(r:ExperimentRecipe) -> tuple[dict, dict|None]:
 
 def _report_unit(r:ExperimentRecipe, evals:list[str]) -> Unit:
     students, groups = report_groups(r)
-    def go(_):
+    def go(_, progress:bool):
         from mixcot_nb.report import build_report
         return {"page": str(build_report(r.run_dir, students=students, groups=groups))}
     return Unit("report", "report", {"students": students, "groups": groups}, evals, [RunDir(r.run_dir).report], go)
@@ -318,13 +319,13 @@ def select(units:list[Unit], only:list[str]|None) -> list[Unit]:
         raise KeyError(f"no unit matches {unmatched}; units look like {', '.join(u.id for u in units[:3])}, ...")
     return picked
 
-def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict) -> dict:
+def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict, progress:bool) -> dict:
     if state["key"] not in (None, key): _stale(r.run_dir, u, state["key"])
     if state["key"] != key: state.data.update(starts=0, completions=0, result=None)
     t0 = time.time()
     state.save(key=key, status="running", started=t0, error=None, starts=(state["starts"] or 0) + 1)
     _log(r.run_dir, unit=u.id, key=key, event="start")
-    try: result = u.run(done)
+    try: result = u.run(done, progress)
     except BaseException as e:
         state.save(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 2))
         _log(r.run_dir, unit=u.id, key=key, event="failed")
@@ -355,19 +356,20 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
     if lead: write_manifest(r, units, keys, source, hashes)
     t0, ran = time.time(), []
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="units", unit="unit", disable=not (progress and lead))
-    for u in pending:
-        if not_done := [d for d in u.deps if not states[d].done(keys[d])]:
-            raise PipelineError(f"unit {u.id} needs {', '.join(not_done)}, which has not finished under the current "
-                                f"recipe; run those first (mixcot run RECIPE --only {not_done[0]})")
-        bar.set_postfix_str(u.id)
-        done = {d: states[d]["result"] for d in u.deps}
-        if not lead: u.run(done)
-        else:
-            with _unit_lock(r.run_dir, u.id):
-                try: _run_unit(r, u, keys[u.id], states[u.id], done)
-                finally: write_manifest(r, units, keys, source, hashes)
-        ran.append(u.id)
-        bar.update()
+    with progress_bars(progress and lead):     # the libraries' own bars too (loading, saving, datasets)
+        for u in pending:
+            if not_done := [d for d in u.deps if not states[d].done(keys[d])]:
+                raise PipelineError(f"unit {u.id} needs {', '.join(not_done)}, which has not finished under the current "
+                                    f"recipe; run those first (mixcot run RECIPE --only {not_done[0]})")
+            bar.set_postfix_str(u.id)
+            done = {d: states[d]["result"] for d in u.deps}
+            if not lead: u.run(done, False)
+            else:
+                with _unit_lock(r.run_dir, u.id):
+                    try: _run_unit(r, u, keys[u.id], states[u.id], done, progress)
+                    finally: write_manifest(r, units, keys, source, hashes)
+            ran.append(u.id)
+            bar.update()
     bar.close()
     return {"ran": ran, "skipped": [u.id for u in todo if u.id not in ran], "seconds": round(time.time() - t0, 2)}
 

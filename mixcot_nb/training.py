@@ -247,7 +247,8 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 # %% ../nbs/06_training.ipynb #cd9a1f49
-_CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False}   # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
+_CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False,  # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
+                 "dataloader_pin_memory": False}                     # nothing to pin memory for without an accelerator
 
 def budget_steps(token_budget:int, lengths:list[int], batch_size:int, grad_accum:int=1, world_size:int=1) -> int:
     "Optimiser steps that see about `token_budget` tokens, batches drawn from examples of `lengths` tokens."

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .core import StrictModel, load_recipe, set_seed, write_json, write_jsonl
+from .core import StrictModel, load_recipe, progress_bars, set_seed, write_json, write_jsonl
 
 # %% auto #0
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'tiny_sft_rows', 'write_tiny_mix', 'end_token_ids',
@@ -270,8 +270,6 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     "TRL's `SFTTrainer` on the tokenized dataset, with what `run_training` records: `(trainer, info)`."
     from transformers import AutoTokenizer
     from trl import SFTTrainer
-    import datasets
-    if not progress: datasets.disable_progress_bars()
     if recipe.mode == "qlora" and not _cuda():
         try: import bitsandbytes  # noqa: F401 -- bitsandbytes >= 0.48 runs NF4 on the CPU too
         except ImportError: raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
@@ -280,16 +278,18 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     if not tok.chat_template: raise TrainingError(f"{recipe.model_name_or_path}: the tokenizer has no chat template")
     ends = end_token_ids(tok, recipe.model_name_or_path, recipe.sft.get("eos_token"))
     raw = load_sft_data(recipe.dataset)
-    ds, dropped = prepare_dataset(raw, tok, ends, recipe.max_length, recipe.overlength,
-                                  recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset))
+    with progress_bars(progress):
+        ds, dropped = prepare_dataset(raw, tok, ends, recipe.max_length, recipe.overlength,
+                                      recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset))
     if not len(ds): raise TrainingError(f"{recipe.dataset}: no example fits max_length {recipe.max_length}")
     lengths = [len(x) for x in ds["input_ids"]]
     steps = budget_steps(recipe.token_budget, lengths, recipe.sft.get("per_device_train_batch_size", 8),
                          recipe.sft.get("gradient_accumulation_steps", 1), int(os.environ.get("WORLD_SIZE", 1))) \
             if recipe.token_budget else None
-    model, peft_config = load_student(recipe)
-    trainer = SFTTrainer(model=model, args=_sft_config(recipe, progress, steps), train_dataset=ds, processing_class=tok,
-                         peft_config=peft_config)
+    with progress_bars(progress):            # weight loading and TRL's own dataset passes
+        model, peft_config = load_student(recipe)
+        trainer = SFTTrainer(model=model, args=_sft_config(recipe, progress, steps), train_dataset=ds, processing_class=tok,
+                             peft_config=peft_config)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # no log line per step; the loss curve is in the summary

@@ -23,7 +23,7 @@ lab: setup
 	$(BIN)/mixcot run recipes/lab/quick.yaml
 
 demo: setup
-	$(BIN)/mixcot grade ../shared/data/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \
+	$(BIN)/mixcot grade mixcot_nb/fixtures/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \
 		--label-field score --out runs/demo/grade-qwen2.5-14b-math500
 	$(BIN)/mixcot sample recipes/demo/sample.yaml
 	$(BIN)/mixcot mix recipes/demo/mix.yaml

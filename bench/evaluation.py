@@ -27,7 +27,7 @@ def tiny_model() -> Path:
 def one_run(engine_spec: dict, problems: int, max_new_tokens: int, tmp: Path, name: str) -> dict:
     recipe = EvalRecipe(model=str(tiny_model()), engine=engine_spec, benchmarks=["math500"],
                         data={"math500": str(example_data_dir()/"math500")}, limit=problems,
-                        max_new_tokens=max_new_tokens, output_dir=str(tmp/name), chunk_size=64)
+                        max_new_tokens=max_new_tokens, output_dir=str(tmp/name))
     engine = make_engine(recipe.engine_spec())                 # loading the model is not part of the timing
     engine.generate([[{"role": "user", "content": "warm up"}]], __import__("mixcot_nb.backends").backends.SamplingParams(max_tokens=4))
     t0 = time.perf_counter()

@@ -2,12 +2,16 @@
 
     python bench/lab.py [--recipe recipes/lab/quick.yaml] [--run-dir runs/bench-lab] [--out bench/results/lab.json]
     python bench/lab.py --from-run runs/lab-full [--out bench/results/lab-full.json]
+    python bench/lab.py --precision [--sizes xxs,xs,s,m,l] [--out bench/results/lab-precision.json]
 
 Each stage runs as its own `mixcot run RECIPE --only <stage>:*` process, started fresh, so its wall time includes Python
 start-up and imports and its peak resident memory (from `wait4`) is the stage's alone. The in-process time of every
 unit is read back from the run's unit files. Target (issue 8): the quick preset within 15 minutes on this 2-core machine.
 `--from-run` runs nothing: it sums the unit seconds of a finished run (e.g. the full preset, which may have run in parts
 and resumed) per stage and per student, against the full preset's 2-hour target.
+`--precision` measures bf16 autocast against fp32 (this CPU has AMX bf16) at each student size, one torch thread: training
+tokens/s and greedy-generation tokens/s (one batch of 32 test prompts), and at one size the final training loss and greedy
+accuracy after the same steps on the same batches from the same initial weights, and greedy tokens/s by batch size.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -97,13 +101,126 @@ def summarize_run(run_dir:Path, out:Path):
     print(f"written {out}")
 
 
+def _batches(tok, pairs, steps, batch_size, seed):
+    "Padded (ids, labels, mask) batches of chat rows, reply tokens only in the labels, drawn with `seed`."
+    import random, torch
+    rows = []
+    for problem, reply in pairs:
+        conv = [{"role": "user", "content": problem}]
+        p = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True), add_special_tokens=False).input_ids
+        f = tok(tok.apply_chat_template(conv + [{"role": "assistant", "content": reply}], tokenize=False), add_special_tokens=False).input_ids
+        rows.append((f, [-100]*len(p) + f[len(p):]))
+    rng, out = random.Random(seed), []
+    for _ in range(steps):
+        b = rng.sample(rows, batch_size)
+        L = max(len(f) for f, _ in b)
+        out.append((torch.tensor([f + [tok.pad_token_id]*(L-len(f)) for f, _ in b]),
+                    torch.tensor([l + [-100]*(L-len(l)) for _, l in b]),
+                    torch.tensor([[1]*len(f) + [0]*(L-len(f)) for f, _ in b])))
+    return out
+
+
+def _train(model, batches, bf16:bool, lr:float=3e-3) -> tuple[float, float]:
+    "AdamW over `batches` (bf16 autocast or fp32); tokens/s and the mean loss of the last 10 steps."
+    import torch
+    opt, losses, tokens = torch.optim.AdamW(model.parameters(), lr=lr), [], 0
+    model.train()
+    t0 = time.perf_counter()
+    for ids, labels, mask in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+        losses.append(loss.item()); tokens += int(mask.sum())
+    model.eval()
+    return tokens / (time.perf_counter() - t0), sum(losses[-10:]) / len(losses[-10:])
+
+
+def _greedy(model, tok, prompts, bf16:bool, max_new:int) -> tuple[float, list[str]]:
+    "Greedy generation of every prompt in one left-padded batch; new tokens/s and the texts."
+    import torch
+    seqs = [tok(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False).input_ids for p in prompts]
+    L, pad = max(map(len, seqs)), tok.pad_token_id
+    ids = torch.tensor([[pad]*(L-len(s)) + s for s in seqs])
+    mask = torch.tensor([[0]*(L-len(s)) + [1]*len(s) for s in seqs])
+    t0 = time.perf_counter()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=pad)
+    secs, texts = time.perf_counter() - t0, [tok.decode(r[L:], skip_special_tokens=True) for r in out]
+    new = sum(int((r[L:] != pad).sum()) for r in out)
+    return new / secs, texts
+
+
+def precision(sizes:list[str], steps:int, conv_size:str, conv_steps:int, out:Path, gen_batches:list[int]=(1, 8, 32, 100)):
+    "bf16 autocast against fp32 per size: training and greedy tokens/s; at `conv_size`, loss and accuracy after training."
+    import copy, torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from mixcot_nb.grading import grade
+    from mixcot_nb.lab import STUDENT_SIZES, WorldSpec, count_params, make_world, pretrain_examples, train_tokenizer, world_texts
+    torch.set_num_threads(1)
+    world = Path(tempfile.mkdtemp())/"world"
+    make_world(WorldSpec(n_train=300, n_test=100, min_steps=2, max_steps=4), world)
+    pairs = pretrain_examples(world, "short", 2000, [1, 2, 3], ["forward", "inverse"], "{problem}")
+    tok = train_tokenizer(world_texts(world, prompt="{problem}"))
+    test = [json.loads(l) for l in (world/"test.jsonl").read_text().splitlines()]
+    def model_of(size):
+        c = STUDENT_SIZES[size]
+        torch.manual_seed(0)
+        return Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                                            num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"],
+                                            num_key_value_heads=c["num_heads"], tie_word_embeddings=True, bos_token_id=None,
+                                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    rows = []
+    for size in sizes:
+        m0 = model_of(size)
+        r = {"size": size, "params": count_params(m0)}
+        batches = _batches(tok, pairs, steps + 2, 32, 0)
+        for name, bf16 in (("fp32", False), ("bf16", True)):
+            m = copy.deepcopy(m0)
+            _train(m, batches[:2], bf16)                       # warm-up steps, not timed
+            r[f"train_tps_{name}"] = round(_train(m, batches[2:], bf16)[0])
+            r[f"greedy_tps_{name}"] = round(_greedy(m, tok, [t["problem"] for t in test[:32]], bf16, 48)[0])
+        r["train_ratio"] = round(r["train_tps_bf16"] / r["train_tps_fp32"], 2)
+        r["greedy_ratio"] = round(r["greedy_tps_bf16"] / r["greedy_tps_fp32"], 2)
+        rows.append(r)
+        print(f"{size:<8} {r['params']:>9,} params  train {r['train_tps_fp32']:>7,} -> {r['train_tps_bf16']:>7,} tok/s ({r['train_ratio']}x)"
+              f"  greedy {r['greedy_tps_fp32']:>6,} -> {r['greedy_tps_bf16']:>6,} tok/s ({r['greedy_ratio']}x)", flush=True)
+    conv = {"size": conv_size, "steps": conv_steps}
+    batches = _batches(tok, pairs, conv_steps, 32, 1)
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        m = model_of(conv_size)
+        conv[f"final_loss_{name}"] = round(_train(m, batches, bf16)[1], 4)
+        texts = _greedy(m, tok, [t["problem"] for t in test], bf16, 96)[1]
+        conv[f"accuracy_{name}"] = round(sum(grade(x, t["answer"]).correct for x, t in zip(texts, test)) / len(test), 3)
+    print(f"{conv_size} after {conv_steps} steps: loss fp32 {conv['final_loss_fp32']} bf16 {conv['final_loss_bf16']}; "
+          f"greedy accuracy on {len(test)} test problems fp32 {conv['accuracy_fp32']} bf16 {conv['accuracy_bf16']}")
+    batches = {}                                   # greedy tokens/s of the trained model by generation batch size (fp32)
+    for b in gen_batches:
+        prompts = [t["problem"] for t in (test * (b // len(test) + 1))[:b]]
+        batches[b] = round(sum(_greedy(m, tok, prompts[i:i + b], False, 96)[0] for i in range(0, len(prompts), b)))
+    conv["greedy_tps_by_batch"] = batches
+    print(f"{conv_size} greedy tokens/s by batch size: " + ", ".join(f"{b}: {v:,}" for b, v in batches.items()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "threads": 1, "steps": steps, "sizes": rows, "convergence": conv}, indent=1))
+    print(f"written {out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", type=Path, default=Path("recipes/lab/quick.yaml"))
     ap.add_argument("--run-dir", type=Path, default=Path("runs/bench-lab"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--from-run", type=Path, default=None, help="summarize this finished run instead of running a preset")
+    ap.add_argument("--precision", action="store_true", help="bf16 autocast against fp32, per size, instead of a preset")
+    ap.add_argument("--sizes", default="xxs,xs,s,m,l", help="--precision: the student sizes")
+    ap.add_argument("--steps", type=int, default=12, help="--precision: timed training steps per size")
+    ap.add_argument("--conv-size", default="xs", help="--precision: the size trained to compare loss and accuracy")
+    ap.add_argument("--conv-steps", type=int, default=400, help="--precision: its training steps")
+    ap.add_argument("--gen-batches", default="1,8,32,100", help="--precision: generation batch sizes to time at --conv-size")
     a = ap.parse_args()
+    if a.precision: return precision(a.sizes.split(","), a.steps, a.conv_size, a.conv_steps, a.out or Path("bench/results/lab-precision.json"),
+                                     [int(b) for b in a.gen_batches.split(",")])
     if a.from_run: return summarize_run(a.from_run, a.out or Path("bench/results/lab-full.json"))
     a.out = a.out or Path("bench/results/lab.json")
     shutil.rmtree(a.run_dir, ignore_errors=True)

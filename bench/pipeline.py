@@ -81,7 +81,7 @@ def main():
                 wall, outside = piped(g)
                 rows.append({"kind": kind, "seconds": wall, "outside_units": outside})
             print(rows[-1], flush=True)
-    g = grid(root/f"pipeline-0", students)
+    g = grid(root/"pipeline-0", students)
     recipe = root/"grid.yaml"
     recipe.write_text(yaml.safe_dump(g))
     mixcot = Path(sys.executable).parent/"mixcot"

@@ -6,31 +6,74 @@ Docs: https://mixcot.github.io/mixcot/backends.html.md"""
 
 # %% ../nbs/03_backends.ipynb #f1d18197
 from __future__ import annotations
-import asyncio, email.utils, importlib, itertools, json, logging, math, os, random, shutil, tempfile, threading, time
+import asyncio, difflib, email.utils, importlib, importlib.util, itertools, json, logging, math, os, queue, random, shutil, threading, time
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 from fastcore.basics import patch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from .core import StrictModel, example_data_dir, iter_jsonl
+from .core import InputError, MixcotError, StrictModel, example_data_dir, iter_jsonl, temp_dir_beside
 
 # %% auto #0
-__all__ = ['CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'ENGINES', 'ENGINE_MODULES', 'SamplingParams', 'Completion',
-           'check_conversations', 'Engine', 'cut_at_stop', 'fit_replies', 'build_tiny_chat_model', 'TransformersEngine',
-           'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError', 'OpenAIEngine', 'VLLMEngine',
-           'EngineSpec', 'register_engine', 'engine_class', 'make_engine']
+__all__ = ['VLLM_SAMPLING_FIELDS', 'Finished', 'CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'VLLM_ENGINE_ARGS',
+           'ENGINES', 'ENGINE_MODULES', 'check_vllm_names', 'SamplingParams', 'Completion', 'check_conversations',
+           'free_accelerator_memory', 'Engine', 'cut_at_stop', 'fit_replies', 'build_tiny_chat_model',
+           'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError', 'check_key_env',
+           'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine', 'engine_class',
+           'make_engine']
 
 # %% ../nbs/03_backends.ipynb #b4fbeddd
+VLLM_SAMPLING_FIELDS = set("""n presence_penalty frequency_penalty repetition_penalty temperature watermarking top_p top_k min_p seed stop
+stop_token_ids ignore_eos max_tokens min_tokens logprobs prompt_logprobs prompt_logprob_token_ids prompt_logprob_start logprob_token_ids
+flat_logprobs detokenize skip_special_tokens spaces_between_special_tokens include_stop_str_in_output output_kind stream_interval
+skip_clone output_text_buffer_length structured_outputs logit_bias allowed_token_ids extra_args bad_words skip_reading_prefix_cache
+thinking_token_budget repetition_detection routed_experts_prompt_start trace_decode_token_ids""".split())  # vLLM 0.32's public fields
+
+def _vllm_names(kind:Literal["sampling", "engine"]) -> tuple[set[str], str]:
+    "The field names of vLLM's `SamplingParams` or engine arguments, and where they came from."
+    if importlib.util.find_spec("vllm") is not None:
+        try:
+            import dataclasses, inspect, vllm
+            if kind == "sampling": return {f for f in vllm.SamplingParams.__struct_fields__ if not f.startswith("_")}, f"vLLM {vllm.__version__}"
+            sig = inspect.signature(vllm.LLM.__init__).parameters
+            return ({f.name for f in dataclasses.fields(vllm.EngineArgs) if f.init and not f.name.startswith("_")} |
+                    {k for k, p in sig.items() if p.kind == p.KEYWORD_ONLY}), f"vLLM {vllm.__version__}"
+        except Exception: pass         # a broken vLLM build: fall back to the recorded names
+    return (VLLM_SAMPLING_FIELDS if kind == "sampling" else VLLM_ENGINE_ARGS), "the names recorded from vLLM 0.32"
+
+def check_vllm_names(given:dict, kind:Literal["sampling", "engine"], where:str, own:dict[str, str]={}) -> dict:
+    "Raise a `ValueError` naming the first key of `given` that vLLM does not take (with a did-you-mean hint) or that `own` says to set elsewhere."
+    known, source = _vllm_names(kind) if given else (set(), "")
+    for k in given:
+        if k in own: raise ValueError(f"{where}.{k}: {own[k]}")
+        if k not in known:
+            hint = ", ".join(difflib.get_close_matches(k, known, 3)) or f"see vLLM's {'SamplingParams' if kind == 'sampling' else 'EngineArgs'}"
+            raise ValueError(f"{where}.{k}: not a vLLM {'SamplingParams field' if kind == 'sampling' else 'engine argument'} "
+                             f"(checked against {source}; did you mean: {hint})")
+    return given
+
+_OWN_SAMPLING = {k: f"set `{k}` as its own field, not in `extra`" for k in
+                 ("n", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed", "stop")} | \
+                {"output_kind": "the engine decides how outputs are returned"}
+
 class SamplingParams(StrictModel):
-    "How to sample: the parameters every engine honours, with OpenAI's names."
+    "How to sample, with OpenAI's and vLLM's names."
     n: int = Field(1, ge=1)            # samples per prompt
     temperature: float = Field(0.0, ge=0)  # 0 = greedy
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling: the smallest token set with this much probability
+    top_k: int = Field(0, ge=-1)       # 0 or -1: all tokens
+    min_p: float = Field(0.0, ge=0, le=1)  # 0: off
+    repetition_penalty: float = Field(1.0, gt=0)  # 1: off
     max_tokens: int = Field(1024, ge=1)  # max new tokens
     seed: int | None = None            # makes sampled outputs reproducible (per engine, not across engines)
     stop: list[str] = []               # stop strings: the text is cut before the first one
+    extra: dict[str, Any] = {}         # any other field of vLLM's `SamplingParams`, verbatim (vllm, openai)
+
+    @field_validator("extra")
+    @classmethod
+    def _check_extra(cls, v): return check_vllm_names(v, "sampling", "sampling.extra", _OWN_SAMPLING)
 
 # %% ../nbs/03_backends.ipynb #ca7029c7
 class Completion(StrictModel):
@@ -52,17 +95,36 @@ def check_conversations(conversations:list[list[dict]]) -> list[list[dict]]:
                 raise ValueError(f"conversation {i}, message {j}: expected a dict with string 'role' and 'content'")
     return conversations
 
+Finished = list[tuple[int, list[Completion]]]   # one batch of `stream`: (conversation index, its completions)
+
+def free_accelerator_memory() -> None:
+    "Collect garbage and hand cached CUDA memory back to the device, where torch and CUDA are present."
+    import gc; gc.collect()
+    try: import torch
+    except ImportError: return
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
 class Engine:
-    "A model that turns conversations into completions; subclasses implement `generate`."
+    "A model that turns conversations into completions; subclasses implement `stream` or `generate`."
     name: ClassVar[str] = "engine"
     options: ClassVar[tuple[str, ...]] = ()  # the `EngineSpec` fields this engine takes as keyword arguments
 
+    def stream(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
+        "Batches of `(index, params.n completions)` as conversations finish; each conversation exactly once."
+        if type(self).generate is Engine.generate: raise NotImplementedError(f"{type(self).__name__} implements neither stream nor generate")
+        if conversations: yield list(enumerate(self.generate(conversations, params, progress)))
+
     def generate(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
         "One list of `params.n` completions per conversation (chat messages), in input order."
-        raise NotImplementedError
+        if type(self).stream is Engine.stream: raise NotImplementedError(f"{type(self).__name__} implements neither stream nor generate")
+        out = [None] * len(conversations)
+        for batch in self.stream(conversations, params, progress):
+            for i, cs in batch: out[i] = cs
+        if any(o is None for o in out): raise RuntimeError(f"{self!r} left conversation {out.index(None)} without completions")
+        return out
 
     def close(self) -> None:
-        "Free the model, the connections or the worker thread."
+        "Free the model and its accelerator memory, the connections or the worker thread; idempotent."
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -186,7 +248,7 @@ def build_tiny_chat_model(
         if train_steps: fit_replies(model, tok, pairs, train_steps, seed)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = temp_dir_beside(path)
     tok.save_pretrained(tmp); model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(tmp); AutoModelForCausalLM.from_pretrained(tmp)   # loads back as a Hub id would
     (tmp/"mixcot_tiny.json").write_text(json.dumps(recipe))
@@ -204,6 +266,13 @@ def _dtype(dtype:str):
     if not isinstance(getattr(torch, dtype, None), torch.dtype): raise ValueError(f"unknown dtype {dtype!r}")
     return getattr(torch, dtype)
 
+def _load_failure(model, e:Exception) -> str:
+    "One line saying why `model` (a folder or a Hub id) could not be loaded."
+    if str(model).startswith(("/", ".", "~")) and not Path(model).exists():
+        return f"model {str(model)!r}: no such folder"
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else ""
+    return f"model {str(model)!r}: not a local folder, and not found on the Hugging Face Hub{offline}: {str(e).splitlines()[0]}"
+
 class TransformersEngine(Engine):
     "Batched generation with a Hugging Face causal LM, on CPU or GPU."
     name = "transformers"
@@ -219,7 +288,8 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         self.model_name, self.batch_size = str(model), batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        try: self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        except (OSError, ValueError) as e: raise InputError(_load_failure(model, e)) from None   # a mistyped --model
         if self.tokenizer.pad_token is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=_dtype(dtype)).to(self.device).eval()
         if lora_path:
@@ -236,7 +306,7 @@ class TransformersEngine(Engine):
 
     def close(self):
         self.model = None
-        import gc; gc.collect()
+        free_accelerator_memory()
 
 # %% ../nbs/03_backends.ipynb #399cfbb5
 @patch
@@ -261,9 +331,10 @@ def _finish(self:TransformersEngine, row:list[int], stop:list[str], prompt_token
 @patch
 def _generation_config(self:TransformersEngine, params:SamplingParams):
     from transformers import GenerationConfig
+    if params.extra: raise ValueError(f"the transformers engine does not take sampling.extra ({', '.join(params.extra)}); use the vllm or openai engine")
     sample = params.temperature > 0
-    kw = dict(temperature=params.temperature, top_p=params.top_p, top_k=0) if sample else {}
-    return GenerationConfig(max_new_tokens=params.max_tokens, do_sample=sample, num_beams=1, repetition_penalty=1.0,
+    kw = dict(temperature=params.temperature, top_p=params.top_p, top_k=max(params.top_k, 0), min_p=params.min_p or None) if sample else {}
+    return GenerationConfig(max_new_tokens=params.max_tokens, do_sample=sample, num_beams=1, repetition_penalty=params.repetition_penalty,
                             no_repeat_ngram_size=0, min_length=0, eos_token_id=sorted(self.eos_ids),
                             pad_token_id=self.tokenizer.pad_token_id, stop_strings=params.stop or None, **kw)
 
@@ -281,25 +352,28 @@ def _generate_batch(self:TransformersEngine, seqs:list[list[int]], params:Sampli
     return [self._finish(row[L:].tolist(), params.stop, len(s), secs) for row, s in zip(out, seqs)]
 
 @patch
-def generate(self:TransformersEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
-    "One list of `params.n` completions per conversation, in input order."
+def stream(self:TransformersEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
+    "After each batch, the conversations whose `params.n` completions are all done."
     import torch
     check_conversations(conversations)
     if self.model is None: raise RuntimeError("engine is closed")
+    self._generation_config(params)                             # refuse what this engine cannot do before any work
     prompts = [self.tokenizer(self.render(c), add_special_tokens=False).input_ids for c in conversations]
     copies = params.n if params.temperature > 0 else 1          # greedy samples are identical: generate once
     jobs = sorted([(i, k) for i in range(len(prompts)) for k in range(copies)], key=lambda j: -len(prompts[j[0]]))
     if params.seed is not None: torch.manual_seed(params.seed)
     out = [[None]*copies for _ in prompts]
     bar = tqdm(total=len(jobs), desc=f"{self.name} generate", disable=not progress, unit="seq")
-    for b in range(0, len(jobs), self.batch_size):
-        batch = jobs[b:b+self.batch_size]
-        for (i, k), comp in zip(batch, self._generate_batch([prompts[i] for i, _ in batch], params)): out[i][k] = comp
-        bar.update(len(batch))
-    bar.close()
-    if copies == 1 and params.n > 1:
-        out = [[c.model_copy(update=dict(seconds=c.seconds / params.n)) for _ in range(params.n)] for (c,) in out]
-    return out
+    try:
+        for b in range(0, len(jobs), self.batch_size):
+            batch = jobs[b:b+self.batch_size]
+            for (i, k), comp in zip(batch, self._generate_batch([prompts[i] for i, _ in batch], params)): out[i][k] = comp
+            bar.update(len(batch))
+            done = sorted({i for i, _ in batch if all(c is not None for c in out[i])})
+            if copies == 1 and params.n > 1:
+                yield [(i, [out[i][0].model_copy(update=dict(seconds=out[i][0].seconds / params.n)) for _ in range(params.n)]) for i in done]
+            elif done: yield [(i, out[i]) for i in done]
+    finally: bar.close()
 
 # %% ../nbs/03_backends.ipynb #18507dba
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -330,6 +404,11 @@ def chat_request(model:str, messages:list[dict], params:SamplingParams, n:int|No
               top_p=params.top_p, max_tokens=params.max_tokens)
     if params.seed is not None: kw["seed"] = params.seed
     if params.stop: kw["stop"] = params.stop
+    body = {k: v for k, v, off in (("top_k", params.top_k, (0, -1)), ("min_p", params.min_p, (0,)),
+                                   ("repetition_penalty", params.repetition_penalty, (1,))) if v not in off}
+    body |= {k: v for k, v in params.extra.items() if k not in ("presence_penalty", "frequency_penalty")}
+    kw |= {k: params.extra[k] for k in ("presence_penalty", "frequency_penalty") if k in params.extra}   # OpenAI's own fields
+    if body: kw["extra_body"] = body       # fields beyond OpenAI's, as vLLM and SGLang servers read them
     return kw
 
 def _choices_to_completions(resp, seconds:float) -> list[Completion]:
@@ -340,7 +419,7 @@ def _choices_to_completions(resp, seconds:float) -> list[Completion]:
             for ch in resp.choices]
 
 # %% ../nbs/03_backends.ipynb #8838bd14
-class EngineError(RuntimeError):
+class EngineError(MixcotError, RuntimeError):
     "A generation request that failed for good."
 
 class _LoopThread:
@@ -362,6 +441,17 @@ class _LoopThread:
 log = logging.getLogger("mixcot.backends")
 
 # %% ../nbs/03_backends.ipynb #7acea6b9
+_NOT_API_KEYS = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITLAB_TOKEN", "NPM_TOKEN",
+                 "PYPI_TOKEN", "SLURM_JWT_TOKEN"}   # credentials of other services, never a model server's key
+
+def check_key_env(name:str) -> str:
+    "Return `name` if it looks like an API key's variable (upper case, ending `_KEY` or `_TOKEN`): its value is sent to the server."
+    if not (isinstance(name, str) and name.isascii() and name[:1].isalpha() and name.replace("_", "").isalnum()
+            and name == name.upper() and name.endswith(("_KEY", "_TOKEN")) and name not in _NOT_API_KEYS):
+        raise ValueError(f"api_key_env: {name!r} is not an API key variable; its value would be sent to the server as a key. "
+                         "Name one in upper case ending in _KEY or _TOKEN (OPENAI_API_KEY, HF_TOKEN), not another service's secret")
+    return name
+
 class OpenAIEngine(Engine):
     "Chat completions from one or many OpenAI-compatible servers, with bounded concurrency and counted retries."
     name = "openai"
@@ -379,7 +469,7 @@ class OpenAIEngine(Engine):
         try: import openai
         except ImportError: raise ImportError("the openai engine needs the `openai` package: pip install 'mixcot[api]'") from None
         self.model, self.base_urls = model, list(base_urls) or [None]
-        self.api_key_env, self.max_concurrency, self.max_retries = api_key_env, max_concurrency, max_retries
+        self.api_key_env, self.max_concurrency, self.max_retries = check_key_env(api_key_env), max_concurrency, max_retries
         self.timeout, self.backoff, self.backoff_cap = timeout, backoff, backoff_cap
         key = os.environ.get(api_key_env) or "EMPTY"
         self._clients = [openai.AsyncOpenAI(base_url=u, api_key=key, max_retries=0, timeout=timeout) for u in self.base_urls]
@@ -447,35 +537,63 @@ async def _one(self:OpenAIEngine, sem, messages, params:SamplingParams, idx:int)
     return out[:params.n]
 
 @patch
-async def _generate_async(self:OpenAIEngine, conversations, params:SamplingParams, progress:bool):
+async def _stream_async(self:OpenAIEngine, conversations, params:SamplingParams, done:queue.Queue, handle:list):
+    "Every conversation as its own task, `max_concurrency` on the wire at once; each result put on `done` as it arrives."
+    handle.append(asyncio.current_task())
     sem = asyncio.Semaphore(self.max_concurrency)
-    bar = tqdm(total=len(conversations), desc=f"{self.name} generate", disable=not progress, unit="conv")
-    async def task(i, conv):
-        r = await self._one(sem, conv, params, i)
-        bar.update(1)
-        return r
+    async def task(i, conv): done.put((i, await self._one(sem, conv, params, i)))
     tasks = [asyncio.ensure_future(task(i, c)) for i, c in enumerate(conversations)]
-    try: return await asyncio.gather(*tasks)
+    try: await asyncio.gather(*tasks)
     except BaseException:
         for t in tasks: t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    finally: bar.close()
 
 @patch
-def generate(self:OpenAIEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
-    "One list of `params.n` completions per conversation, in input order."
+def stream(self:OpenAIEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
+    "Completions as their requests finish: each batch holds everything that arrived since the last one."
     check_conversations(conversations)
     if self._loop.loop.is_closed(): raise RuntimeError("engine is closed")
-    return self._loop.run(self._generate_async(conversations, params, progress))
+    if not conversations: return
+    done, handle = queue.Queue(), []
+    fut = asyncio.run_coroutine_threadsafe(self._stream_async(conversations, params, done, handle), self._loop.loop)
+    fut.add_done_callback(lambda f: done.put(None))   # after every result: the end, or the error
+    bar = tqdm(total=len(conversations), desc=f"{self.name} generate", disable=not progress, unit="conv")
+    try:
+        while (item := done.get()) is not None:
+            batch = [item]
+            while True:
+                try: nxt = done.get_nowait()
+                except queue.Empty: break
+                if nxt is None: done.put(None); break
+                batch.append(nxt)
+            bar.update(len(batch))
+            yield batch
+        fut.result()                                  # raises the request's error, if one failed
+    finally:
+        bar.close()
+        if not fut.done():                            # the caller stopped early: cancel what is still in flight
+            async def _cancel():
+                while not handle: await asyncio.sleep(0)
+                handle[0].cancel()
+                await asyncio.gather(handle[0], return_exceptions=True)
+            self._loop.run(_cancel())
+
 
 # %% ../nbs/03_backends.ipynb #9ae78eff
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
+def vllm_sampling_params(params:SamplingParams):
+    "`params` as a `vllm.SamplingParams`."
+    import vllm
+    return vllm.SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                               min_p=params.min_p, repetition_penalty=params.repetition_penalty, max_tokens=params.max_tokens,
+                               seed=params.seed, stop=params.stop or None, **params.extra)
+
 class VLLMEngine(Engine):
     "Offline batched generation with `vllm.LLM`."
     name = "vllm"
-    options = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "lora_path")
+    options = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "lora_path", "engine_args")
 
     def __init__(self,
                  model:str,                    # Hub id or local folder
@@ -484,16 +602,17 @@ class VLLMEngine(Engine):
                  max_model_len:int|None=None,  # context length; default: the model's
                  dtype:str="auto",
                  lora_path:str|None=None,      # a LoRA adapter folder, applied to every request
-                 **llm_kwargs):                # anything else `vllm.LLM` takes (e.g. `seed`, `enforce_eager`)
+                 engine_args:dict={}):         # any other `vllm.LLM` argument (e.g. `enforce_eager`, `data_parallel_size`)
         try: from vllm.platforms import current_platform
         except ImportError: raise ImportError("the vllm engine needs vLLM: `pip install vllm` on GPUs; on a CPU see tools/setup_vllm_env.sh") from None
+        engine_args = dict(engine_args)
         if current_platform.is_cpu():
             for k, v in VLLM_CPU_ENV.items(): os.environ.setdefault(k, v)
-            llm_kwargs.setdefault("enforce_eager", True)
+            engine_args.setdefault("enforce_eager", True)
         import vllm
         self.model_name, self.lora_path = str(model), lora_path
         self.llm = vllm.LLM(model=str(model), tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                            max_model_len=max_model_len, dtype=dtype, enable_lora=lora_path is not None, **llm_kwargs)
+                            max_model_len=max_model_len, dtype=dtype, enable_lora=lora_path is not None, **engine_args)
         self.lora = None
         if lora_path:
             from vllm.lora.request import LoRARequest
@@ -501,32 +620,101 @@ class VLLMEngine(Engine):
 
     def __repr__(self): return f"VLLMEngine({self.model_name!r}" + (f", lora_path={self.lora_path!r})" if self.lora_path else ")")
 
-    def generate(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
-        "One list of `params.n` completions per conversation, in input order."
-        import vllm
+    def stream(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
+        "Every conversation queued at once; after each engine step, the requests that finished in it."
         check_conversations(conversations)
         if self.llm is None: raise RuntimeError("engine is closed")
-        if not conversations: return []
-        sp = vllm.SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
-                                 seed=params.seed, stop=params.stop or None)
-        t0 = time.perf_counter()
-        outs = self.llm.chat(conversations, sp, use_tqdm=progress, lora_request=self.lora, add_generation_prompt=True)
-        secs = (time.perf_counter() - t0) / max(1, sum(len(o.outputs) for o in outs))
-        return [[Completion(text=c.text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
-                            finish_reason="length" if c.finish_reason == "length" else "stop", seconds=secs)
-                 for c in o.outputs] for o in outs]
+        if not conversations: return
+        engine, t0 = self.llm.llm_engine, time.perf_counter()
+        ids = self.llm.enqueue_chat(conversations, vllm_sampling_params(params), use_tqdm=False, lora_request=self.lora,
+                                    add_generation_prompt=True)
+        index = {rid.split("-")[0]: i for i, rid in enumerate(ids)}   # outputs carry the id without its random suffix
+        left = dict(zip(index, ids))
+        bar = tqdm(total=len(ids), desc=f"{self.name} generate", disable=not progress, unit="conv")
+        try:
+            while left:
+                if not engine.has_unfinished_requests(): raise RuntimeError(f"vLLM has no request left, but {len(left)} never finished")
+                finished = [o for o in engine.step() if o.finished and o.request_id in left]
+                if not finished: continue
+                secs = (time.perf_counter() - t0) / max(1, len(ids) - len(left) + len(finished)) / params.n
+                for o in finished: del left[o.request_id]
+                bar.update(len(finished))
+                yield [(index[o.request_id], [Completion(text=c.text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
+                                                         finish_reason="length" if c.finish_reason == "length" else "stop", seconds=secs)
+                                              for c in o.outputs]) for o in finished]
+        finally:
+            bar.close()
+            if left and self.llm is not None: engine.abort_request(list(left.values()), internal=True)
 
     def close(self):
+        "Shut the engine core down (its worker processes and their GPU memory), then drop the `LLM`."
+        if self.llm is None: return
+        self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
-        import gc; gc.collect()
+        free_accelerator_memory()
+
+# %% ../nbs/03_backends.ipynb #5462acdd
+VLLM_ENGINE_ARGS = set("""model enable_return_routed_experts return_sampling_mask model_weights served_model_name tokenizer hf_config_path
+runner convert skip_tokenizer_init enable_prompt_embeds tokenizer_mode trust_remote_code allowed_local_media_path
+allowed_media_domains download_dir safetensors_load_strategy safetensors_prefetch_num_threads
+safetensors_prefetch_block_size load_format config_format dtype kv_cache_dtype seed max_model_len
+cudagraph_capture_sizes max_cudagraph_capture_size ir_op_priority distributed_executor_backend
+pipeline_parallel_size master_addr master_port nnodes node_rank distributed_timeout_seconds
+cpu_distributed_timeout_seconds numa_bind numa_bind_nodes numa_bind_cpus device_ids tensor_parallel_size
+prefill_context_parallel_size decode_context_parallel_size dcp_comm_backend dcp_q_replicate
+dcp_kv_cache_interleave_size cp_kv_cache_interleave_size data_parallel_size data_parallel_rank
+data_parallel_start_rank data_parallel_size_local data_parallel_address data_parallel_rpc_port
+data_parallel_hybrid_lb data_parallel_external_lb data_parallel_multi_port_external_lb data_parallel_backend
+enable_hc_sp enable_expert_parallel enable_batch_sharded_sampling enable_ep_weight_filter moe_backend linear_backend
+sparse_indexer_topk_backend all2all_backend enable_elastic_ep elastic_ep_max_dp_size enable_dbo ubatch_size
+dbo_decode_token_threshold dp_sync_interval dbo_prefill_token_threshold disable_nccl_for_dp_synchronization
+eplb_config enable_eplb expert_placement_strategy max_parallel_loading_workers block_size enable_prefix_caching
+prefix_caching_hash_algo prefix_cache_retention_interval disable_sliding_window disable_cascade_attn offload_backend
+cpu_offload_gb cpu_offload_params offload_group_size offload_num_in_group offload_prefetch_step offload_params
+gpu_memory_utilization kv_cache_memory_bytes max_num_batched_tokens max_num_scheduled_tokens
+long_prefill_token_threshold long_prefill_token_threshold_adaptive max_num_seqs max_num_active_seqs
+max_num_queued_reqs max_num_queued_tokens max_logprobs logprobs_mode use_fp64_gumbel enable_trace_replay
+disable_log_stats aggregate_engine_logging revision code_revision hf_token hf_overrides model_class_overrides
+tokenizer_revision quantization quantization_config allow_deprecated_quantization enforce_eager
+disable_custom_all_reduce enable_shm_tensor_arena language_model_only limit_mm_per_prompt enable_mm_embeds
+interleave_mm_strings media_io_kwargs mm_processor_kwargs mm_processor_cache_gb mm_processor_cache_type
+mm_hasher_algorithm mm_shm_cache_max_object_size_mb mm_encoder_only mm_encoder_tp_mode mm_encoder_attn_backend
+mm_encoder_attn_dtype mm_encoder_fp8_scale_path mm_encoder_fp8_scale_save_path mm_encoder_fp8_scale_save_margin
+io_processor_plugin renderer_num_workers skip_mm_profiling video_pruning_rate video_pruning_method mm_tensor_ipc
+mm_processor_device mm_ipc_gpu_memory_gb mm_device_do_normalize enable_lora max_loras max_lora_rank default_mm_loras
+fully_sharded_loras max_cpu_loras lora_dtype lora_target_modules enable_tower_connector_lora specialize_active_lora
+enable_mixed_moe_lora_format enable_moe_shared_loras max_lora_cls_labels ray_workers_use_nsight
+num_gpu_blocks_override model_loader_extra_config ignore_patterns enable_chunked_prefill disable_chunked_mm_input
+scheduler_reserve_full_isl prefill_schedule_interval watermark disable_hybrid_kv_cache_manager
+structured_outputs_config aux_output_config reasoning_parser reasoning_parser_plugin speculative_config spec_method
+spec_model spec_tokens watermark_config diffusion_config show_hidden_metrics_for_version otlp_traces_endpoint
+collect_detailed_traces per_request_spec_decode_metrics kv_cache_metrics kv_cache_metrics_sample
+custom_histogram_buckets cudagraph_metrics enable_layerwise_nvtx_tracing enable_mfu_metrics
+enable_logging_iteration_details jit_monitor_mode jit_monitor_verbose enable_mm_processor_stats scheduling_policy
+scheduler_cls pooler_config compilation_config attention_config engram_config mamba_config kernel_config
+enable_flashinfer_autotune worker_cls worker_extension_cls profiler_config logging_config log_level log_config_file
+kv_transfer_config kv_events_config ec_transfer_config ec_manager_config reasoning_config generation_config
+enable_sleep_mode sleep_mode_offload_cudagraph sleep_preserve_parameter_names enable_cumem_allocator
+enable_nccl_comm_suspend override_generation_config model_impl attention_backend kv_cache_dtype_skip_layers
+mamba_cache_dtype mamba_ssm_cache_dtype mamba_block_size prefix_match_unit mamba_cache_mode
+enable_mamba_shared_prefix_checkpoint replayssm_buffer_len use_replayssm mamba_backend mamba_ssu_algorithm
+enable_mamba_cache_stochastic_rounding mamba_cache_philox_rounds additional_config use_tqdm_on_load
+pt_load_map_location logits_processors async_scheduling stream_interval kv_sharing_fast_prefill swa_bounded_replay
+optimization_level performance_mode fault_tolerance_config enable_fault_tolerance kv_offloading_size
+kv_offloading_backend tokens_only shutdown_timeout weight_transfer_config fail_on_environ_validation
+gdn_prefill_backend kda_prefill_backend kda_decode_backend chat_template""".split())  # vLLM 0.32: `EngineArgs` fields and `LLM` keywords
 
 # %% ../nbs/03_backends.ipynb #253d478d
+_OWN_ENGINE_ARGS = {k: f"set `{k}` as its own field, not in `engine_args`" for k in
+                    ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")} | \
+                   {"model": "set `model` as its own field", "enable_lora": "set `lora_path`; LoRA is enabled with it"}
+
 class EngineSpec(StrictModel):
     "An engine as a recipe names it."
     engine: str                        # a name in `ENGINES`: vllm, openai, transformers, or one a later module registers
     model: str                         # Hub id or local path (for openai: the served model name)
     base_urls: list[str] = []          # openai: one or many servers
-    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key (upper case, ending _KEY or _TOKEN)
     max_concurrency: int = Field(64, ge=1)  # openai: requests in flight
     max_retries: int = Field(8, ge=0)  # openai: retries per request
     timeout: float = Field(600.0, gt=0)  # openai: seconds per attempt
@@ -537,7 +725,29 @@ class EngineSpec(StrictModel):
     dtype: str = "auto"                # vllm, transformers
     batch_size: int = Field(16, ge=1)  # transformers
     device: str | None = None          # transformers
+    engine_args: dict[str, Any] = {}   # vllm: any other `vllm.LLM` engine argument, verbatim (enforce_eager, data_parallel_size, ...)
     settings: dict = {}                # engines registered by other modules (`lab`): their own settings
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, v): return check_key_env(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, v):
+        "An unknown key is named with a hint: its place under `engine_args`, or the field it may be a typo of."
+        if not isinstance(v, dict): return v
+        for k in v:
+            if k in cls.model_fields: continue
+            if v.get("engine") == "vllm" and k in _vllm_names("engine")[0]:
+                raise ValueError(f"{k}: a vLLM engine argument; give it under engine_args ({{engine_args: {{{k}: ...}}}})")
+            hint = ", ".join(difflib.get_close_matches(k, cls.model_fields, 3)) or "engine_args, for vLLM's own arguments"
+            raise ValueError(f"{k}: not an engine option (did you mean: {hint})")
+        return v
+
+    @field_validator("engine_args")
+    @classmethod
+    def _check_engine_args(cls, v): return check_vllm_names(v, "engine", "engine_args", _OWN_ENGINE_ARGS)
 
     @model_validator(mode="after")
     def _options_fit_engine(self):

@@ -6,23 +6,27 @@ Docs: https://mixcot.github.io/mixcot/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #771a4812
 from __future__ import annotations
-import argparse, json, sys
+import argparse, copy, hashlib, importlib, inspect, json, math, os, re, sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .core import (JsonlError, RecipeError, check_name, iter_jsonl, load_recipe, parse_recipe, problem_id,
-                            write_json, write_jsonl)
-from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_many, pick_field, summarise
+from .core import (InputError, JsonlError, MixcotError, RecipeError, UnknownNameError, fs_error_message, iter_jsonl, load_recipe,
+                            parse_recipe, problem_id, read_yaml, write_json, write_jsonl)
+from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, pick_field, summarise
 from .problems import answer_to_str, get_dataset_spec, load_problems
-from .mixing import MixRecipe, run_mixing
+from .mixing import MixRecipe, export_mix, load_mix, run_mixing
 from .sampling import SampleRecipe, run_sampling
-from .pipeline import (PipelineError, UnitState, experiment_status, format_status, load_experiment, plan,
+from .pipeline import (ExperimentRecipe, UnitState, experiment_status, format_status, plan,
+                                plan_rows, slurm_scripts,
                                 run_experiment, select, unit_keys)
 
 # %% auto #0
-__all__ = ['grade_file', 'eval_recipe_data', 'build_parser', 'main']
+__all__ = ['DOCS_URL', 'RECIPE_MODELS', 'SHARED_DEFAULTS', 'default_grade_dir', 'grade_file', 'reference_url', 'override_value',
+           'apply_overrides', 'read_recipe', 'eval_recipe_data', 'build_parser', 'main', 'recipe_fields',
+           'recipe_reference']
 
 # %% ../nbs/11_cli.ipynb #58440120
 def _as_list(value:Any, path, lineno:int, field:str) -> list:
@@ -32,16 +36,47 @@ def _as_list(value:Any, path, lineno:int, field:str) -> list:
     return vals
 
 # %% ../nbs/11_cli.ipynb #fb850501
+_LABELS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "correct": True, "incorrect": False}
+
+def _label(value:Any, path, lineno:int, field:str) -> bool:
+    "A correctness label as a bool: a JSON boolean, 1/0, or the strings true/false, 1/0, yes/no, correct/incorrect."
+    if isinstance(value, bool): return value
+    if isinstance(value, (int, float)) and value in (0, 1): return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABELS: return _LABELS[value.strip().lower()]
+    raise JsonlError(path, lineno, f"label {value!r} is not true/false, 1/0, yes/no or correct/incorrect", field=field)
+
+def _gold(value:Any, path, lineno:int, field:str) -> str:
+    "The reference answer of a row as a string; null, empty, a mapping or a non-finite number is an error."
+    first = value[0] if isinstance(value, list) and value else value
+    bad = first is None or isinstance(first, (dict, list)) or (isinstance(first, float) and not math.isfinite(first))
+    gold = None if bad else answer_to_str(first)
+    if not gold: raise JsonlError(path, lineno, f"reference answer {value!r} cannot be graded against", field=field)
+    return gold
+
+def default_grade_dir(path) -> Path:
+    "`runs/grade/<stem>-<hash of the absolute path>`: one folder per input file, whatever its name or folder."
+    p = Path(path).resolve()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem).strip("._-") or "responses"
+    return Path("runs")/"grade"/f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+
+def _writable(out:Path) -> Path:
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise InputError(f"--out {out}: cannot create the output folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK): raise InputError(f"--out {out}: the output folder is not writable")
+    return out
+
 def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's rule and enables answer look-up
                response_field:str|None=None,      # column with the response text (or a list of samples)
                answer_field:str|None=None,        # column with the reference answer
                problem_field:str|None=None,       # column with the problem text (for look-up and the judge)
                label_field:str|None=None,         # column with existing correctness labels, to measure agreement
                data:str|Path|None=None,           # local copy of `benchmark` for answer look-up (default: the Hub)
-               out:str|Path|None=None,            # folder for verdicts.jsonl and summary.json
+               out:str|Path|None=None,            # folder for verdicts.jsonl and summary.json (default: `default_grade_dir`)
                workers:int|None=None, timeout:float=5.0, progress:bool=True) -> dict:
     "Grade every response in the JSONL file `path`; write verdicts and a summary to `out`; return the summary."
     path = Path(path)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise InputError(f"--timeout {timeout}: must be a positive, finite number of seconds")
     if benchmark is not None: get_dataset_spec(benchmark)
     gold_by_id, items, rows = None, [], []
     for lineno, row in enumerate(iter_jsonl(path), 1):
@@ -49,7 +84,7 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
         responses = _as_list(row[rf], path, lineno, rf)
         pf = pick_field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno, required=False)
         af = pick_field(row, answer_field, ANSWER_FIELDS, "answer", path, lineno, required=False)
-        if af is not None: gold = answer_to_str(row[af])
+        if af is not None: gold = _gold(row[af], path, lineno, af)
         else:
             if benchmark is None or pf is None:
                 raise JsonlError(path, lineno, f"no reference answer among {ANSWER_FIELDS}; pass --answer-field, "
@@ -64,27 +99,89 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
             labels = row[lf] if isinstance(row[lf], list) else [row[lf]]
             if len(labels) != len(responses):
                 raise JsonlError(path, lineno, f"{len(labels)} labels for {len(responses)} responses", field=lf)
+            labels = [_label(v, path, lineno, lf) for v in labels]
         for i, (resp, label) in enumerate(zip(responses, labels)):
             items.append(dict(response=resp, gold=gold, problem=row.get(pf) if pf else None))
-            rows.append(dict(line=lineno, sample=i, gold=gold, label=None if label is None else bool(label)))
-    verdicts = grade_many(items, benchmark=benchmark, workers=workers, timeout=timeout, progress=progress)
-    records = [{**r, **v.model_dump()} for r, v in zip(rows, verdicts)]
-    summary = {"file": str(path), "benchmark": benchmark, "rows": len({r["line"] for r in rows}), **summarise(verdicts)}
+            rows.append(dict(line=lineno, sample=i, gold=gold, label=label))
+    out = _writable(Path(out) if out is not None else default_grade_dir(path))   # before the grading, not after
+    both = grade_policies(items, benchmark=benchmark, workers=workers, timeout=timeout, progress=progress)
+    verdicts = both["strict"]                                   # the paper's rule; the lenient policy's verdict beside it
+    records = [{**r, **v.model_dump(), "lenient_answer": lv.answer, "lenient_correct": lv.correct, "lenient_extracted_by": lv.extracted_by}
+               for r, v, lv in zip(rows, verdicts, both["lenient"])]
+    summary = {"file": str(path), "benchmark": benchmark, "rows": len({r["line"] for r in rows}), **summarise(verdicts),
+               "lenient": summarise(both["lenient"])}
     if label_field is not None:
         agree = sum(r["label"] == r["correct"] for r in records)
         summary.update(label_field=label_field, label_accuracy=sum(bool(r["label"]) for r in records) / max(len(records), 1),
                        agreement=agree / max(len(records), 1), disagreements=len(records) - agree)
-    out = Path(out) if out is not None else Path("runs")/"grade"/check_name(path.stem, "file name")
     write_jsonl(out/"verdicts.jsonl", records)
     write_json(out/"summary.json", summary)
     return summary
 
+# %% ../nbs/11_cli.ipynb #c19a0002
+DOCS_URL = "https://mixcot.github.io/mixcot"
+
+def reference_url(model:str) -> str:
+    "Where the recipe reference documents the recipe model called `model`."
+    return f"{DOCS_URL}/recipes_reference.html#{model.lower()}"
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+
+def override_value(text:str) -> Any:
+    "A `--set` value: YAML, with exponent notation such as `1e-5` read as a float."
+    if _FLOAT.fullmatch(text.strip()): return float(text)
+    try: return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e: raise RecipeError(f"--set value {text!r}: invalid YAML: {e}") from None
+
+def apply_overrides(data:dict, sets:list[str]|None) -> dict:
+    "A copy of recipe `data` with every `KEY.PATH=VALUE` of `sets` applied."
+    data = copy.deepcopy(data)
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts): raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. sft.learning_rate=1e-5")
+        node = data
+        for i, part in enumerate(parts):
+            where = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {key}: {where}: no item {part} in a list of {len(node)}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} holds a {type(node).__name__}, not a mapping or a list")
+            if i == len(parts) - 1: node[part] = override_value(text)
+            else:
+                if isinstance(node, dict) and node.get(part) is None: node[part] = {}
+                node = node[part]
+    return data
+
+def _source(path, sets) -> str: return str(path) + (f" with --set {' '.join(sets)}" if sets else "")
+
+def read_recipe(path, model, sets:list[str]|None=None):
+    "Read the YAML recipe at `path`, apply the `--set` overrides `sets`, and validate it into `model`."
+    data = read_yaml(path)                 # aliases capped, bad YAML located
+    return parse_recipe(apply_overrides(data, sets) if isinstance(data, dict) else data, model, _source(path, sets))
+
+def _set_argument(p):
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override one recipe setting, e.g. sft.learning_rate=1e-5 (repeatable; validated like the recipe)")
+
 # %% ../nbs/11_cli.ipynb #bce340f2
+def _count(least:int):
+    "An argparse type: an integer of at least `least`."
+    def parse(text:str) -> int:
+        try: n = int(text)
+        except ValueError: n = None
+        if n is None or n < least: raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}")
+        return n
+    return parse
+
 def _grade_parser(sub):
     p = sub.add_parser("grade", help="grade a JSONL file of model responses",
         description="Grade every response in FILE (one JSON object per line) and write verdicts.jsonl and summary.json.",
-        epilog="example:\n  mixcot grade ../shared/data/shortcot_qwen25_14b_instruct/math500.jsonl "
-               "--benchmark math500 --label-field score --out runs/grade/qwen14b-math500",
+        epilog="example (a file every clone has; mixcot_nb/fixtures/README.md says where it comes from):\n"
+               "  mixcot grade mixcot_nb/fixtures/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 "
+               "--label-field score --out runs/grade/qwen14b-math500",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="JSONL file of responses")
     p.add_argument("--benchmark", help="registry name (math500, gsm8k, ...): GSM8K's answer rule, answer look-up")
@@ -93,8 +190,8 @@ def _grade_parser(sub):
     p.add_argument("--problem-field", help=f"problem-text column (default: first of {', '.join(PROBLEM_FIELDS)})")
     p.add_argument("--label-field", help="column of existing correctness labels: report agreement with them")
     p.add_argument("--data", type=Path, help="local copy of the benchmark for answer look-up (default: the Hub)")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/grade/<file stem>)")
-    p.add_argument("--workers", type=int, help="grading processes (default: all cores)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/grade/<file stem>-<hash of its path>)")
+    p.add_argument("--workers", type=_count(0), help="grading processes (default: all cores; 0: grade in this process)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed per comparison (default: 5)")
     p.set_defaults(func=_grade_cmd)
 
@@ -102,7 +199,10 @@ def _grade_cmd(a) -> int:
     s = grade_file(a.file, benchmark=a.benchmark, response_field=a.response_field, answer_field=a.answer_field,
                    problem_field=a.problem_field, label_field=a.label_field, data=a.data, out=a.out,
                    workers=a.workers, timeout=a.timeout)
-    print(f"{s['n']} responses in {s['rows']} rows: accuracy {s['accuracy']:.3f}, no answer {s['no_answer_rate']:.3f}")
+    print(f"{s['n']} responses in {s['rows']} rows: accuracy {s['accuracy']:.3f}, no answer {s['no_answer_rate']:.3f} "
+          f"(strict: the paper's last-box rule)")
+    print(f"lenient extraction (answer sentences, several boxes, last expression): accuracy {s['lenient']['accuracy']:.3f}, "
+          f"no answer {s['lenient']['no_answer_rate']:.3f}")
     print("decided by: " + ", ".join(f"{k} {v}" for k, v in s["by"].items()))
     if "agreement" in s:
         print(f"agreement with '{s['label_field']}': {s['agreement']:.3f} ({s['disagreements']} disagreements; "
@@ -114,11 +214,13 @@ def _sample_parser(sub):
     p = sub.add_parser("sample", help="sample teachers with rejection into the trace store",
         description="Sample (or import) every teacher of RECIPE into its run directory's trace store, resuming.",
         epilog="examples:\n  mixcot sample recipes/paper/sample.yaml --shard 0/4   # one of four GPU jobs\n"
-               "  mixcot sample recipes/paper/import_released.yaml     # the paper's released traces",
+               "  mixcot sample recipes/paper/import_released.yaml     # the paper's released traces\n"
+               "  mixcot sample recipes/demo/sample.yaml                # seconds on a CPU: responses shipped in the package\n"
+               f"recipe keys: {reference_url('SampleRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, help="YAML sampling recipe")
     p.add_argument("--shard", default="0/1", help="i/n: sample only shard i of n (default 0/1: everything)")
-    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--limit", type=_count(1), help="sample only the first N problems (the run's problem list stays whole)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start this shard afresh (its old file is moved aside, not deleted)")
     p.set_defaults(func=_sample_cmd)
@@ -134,7 +236,8 @@ def _sample_cmd(a) -> int:
 def _mix_parser(sub):
     p = sub.add_parser("mix", help="build SFT datasets (arms) from the trace store",
         description="Build every arm of RECIPE (Long, Short, Mix-Long, ... or your own) into runs/<experiment>/mixes/.",
-        epilog="example:\n  mixcot mix recipes/paper/mix.yaml --only mix-long,mix-large",
+        epilog="examples:\n  mixcot mix recipes/paper/mix.yaml --only mix-long,mix-large\n  mixcot mix recipes/demo/mix.yaml\n"
+               f"recipe keys: {reference_url('MixRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, help="YAML mix recipe")
     p.add_argument("--only", help="comma-separated arm names (default: all)")
@@ -143,25 +246,49 @@ def _mix_parser(sub):
 def _mix_cmd(a) -> int:
     recipe = load_recipe(a.recipe, MixRecipe)
     only = a.only.split(",") if a.only else None
-    if only and (unknown := set(only) - {s.name for s in recipe.specs()}): raise KeyError(f"unknown arm(s) {sorted(unknown)}")
+    if only and (unknown := set(only) - {s.name for s in recipe.specs()}): raise UnknownNameError(f"--only: unknown arm(s) {sorted(unknown)}")
     for name, s in run_mixing(recipe, only=only).items():
         per = ", ".join(f"{t} {n}" for t, n in s["rows_per_source"].items())
-        print(f"{name}: {s['rows']} rows ({per}); dropped: {s['dropped'] or 'none'}")
+        pool = s["pool"]
+        paired = f", paired with {', '.join(pool['paired_with'])}" if pool["paired_with"] else ""
+        print(f"{name}: {s['rows']} rows ({per}) from a pool of {pool['problems']} problems{paired}; dropped: {s['dropped'] or 'none'}")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #c19a0011
+def _export_parser(sub):
+    p = sub.add_parser("export", help="write a mix as JSONL: messages, alpaca, sharegpt or paper",
+        description="Write the mix folder MIX as JSONL for other trainers. The folder itself loads with "
+                    "datasets.load_dataset(MIX): Parquet data and a dataset card.",
+        epilog="example:\n  mixcot export runs/demo/mixes/mix-long --format sharegpt --out runs/demo/mix-long.sharegpt.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mix", type=Path, help="mix folder (runs/<experiment>/mixes/<arm>)")
+    p.add_argument("--format", default="messages", choices=["messages", "alpaca", "sharegpt", "paper"],
+                   help="messages (TRL), alpaca (instruction/input/output), sharegpt (conversations), paper (problem/solution)")
+    p.add_argument("--out", type=Path, help="JSONL file (default: MIX.<format>.jsonl beside the folder)")
+    p.set_defaults(func=_export_cmd)
+
+def _export_cmd(a) -> int:
+    if not (a.mix/"dataset").is_dir(): raise FileNotFoundError(f"{a.mix}: not a mix folder (no dataset/ inside); build one with `mixcot mix`")
+    out = export_mix(a.mix, a.out or a.mix.with_name(f"{a.mix.name}.{a.format}.jsonl"), a.format)
+    print(f"{len(load_mix(a.mix))} rows as {a.format} -> {out}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #0d776a3a
 def _train_parser(sub):
     p = sub.add_parser("train", help="fine-tune a student on a mix: full, LoRA or QLoRA",
         description="Fine-tune the student of RECIPE on its dataset with TRL; resumes from the last checkpoint.",
-        epilog="examples:\n  mixcot train recipes/paper/train/qwen2.5-3b.yaml\n"
-               "  accelerate launch --config_file recipes/accelerate/zero3.yaml -m mixcot_nb.cli train RECIPE.yaml",
+        epilog="examples:\n  mixcot train recipes/paper/train/qwen2.5-3b/mix-long.yaml\n"
+               "  mixcot train recipes/paper/train/qwen2.5-3b/mix-long.yaml --set sft.learning_rate=2e-5 --set seed=1\n"
+               "  accelerate launch --config_file recipes/accelerate/zero3.yaml -m mixcot_nb.cli train RECIPE.yaml\n"
+               f"recipe keys: {reference_url('TrainRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, help="YAML training recipe")
+    _set_argument(p)
     p.set_defaults(func=_train_cmd)
 
 def _train_cmd(a) -> int:
     from mixcot_nb.training import TrainRecipe, run_training
-    s = run_training(load_recipe(a.recipe, TrainRecipe))
+    s = run_training(read_recipe(a.recipe, TrainRecipe, a.set))
     if s:
         eos = s["eos_check"]
         print(f"{s['model_path']}: {s['steps']} steps, final loss {s['final_loss']}, {s['dropped_overlength']} over-length "
@@ -177,7 +304,9 @@ def _eval_parser(sub):
         epilog="examples:\n  mixcot eval --model runs/paper/models/qwen2.5-3b__mix-long --engine vllm "
                "--benchmarks math500,gsm8k --out runs/paper/evals/qwen2.5-3b__mix-long\n"
                "  mixcot eval --model Qwen/Qwen2.5-3B-Instruct --engine openai --base-url http://127.0.0.1:8000/v1 "
-               "--out runs/eval/qwen3b\n  mixcot eval recipes/eval/paper.yaml --limit 20",
+               "--out runs/eval/qwen3b\n  mixcot eval recipes/eval/paper.yaml --model Qwen/Qwen2.5-3B-Instruct --out runs/eval/qwen3b "
+               "--set judge.tensor_parallel_size=2\n"
+               f"recipe keys: {reference_url('EvalRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, nargs="?", help="YAML evaluation recipe (optional; flags override it)")
     p.add_argument("--model", help="Hub id or local path (openai engine: the served model name)")
@@ -186,16 +315,18 @@ def _eval_parser(sub):
     p.add_argument("--base-url", action="append", dest="base_urls", help="openai engine: server URL (repeatable)")
     p.add_argument("--benchmarks", help="comma-separated registry names (default: the paper's five)")
     p.add_argument("--data", action="append", metavar="NAME=PATH", help="local copy of a benchmark (repeatable)")
-    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
-    p.add_argument("--n", type=int, help="samples per problem (pass@1 averaged, pass@k)")
+    p.add_argument("--limit", type=_count(1), help="first N problems of each benchmark")
+    p.add_argument("--n", type=_count(1), help="samples per problem (pass@1 averaged, pass@k)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default)")
     p.add_argument("--max-new-tokens", type=int, help="default 16000, as in the paper")
     p.add_argument("--out", help="output folder for records and summary.json")
+    _set_argument(p)
     p.set_defaults(func=_eval_cmd)
 
 def eval_recipe_data(a) -> dict:
     "The evaluation recipe's fields from `mixcot eval`'s flags, over the recipe file's when one is given."
-    data = (yaml.safe_load(a.recipe.read_text()) or {}) if a.recipe else {}
+    data = (read_yaml(a.recipe) or {}) if a.recipe else {}
+    if not isinstance(data, dict): raise RecipeError(f"{a.recipe}: expected a mapping at the top level, got {type(data).__name__}")
     engine = data.get("engine", {"engine": "transformers"})
     engine = {"engine": engine} if isinstance(engine, str) else dict(engine)
     if a.engine: engine["engine"] = a.engine
@@ -206,19 +337,20 @@ def eval_recipe_data(a) -> dict:
     data.update({k: v for k, v in flags.items() if v is not None}, engine=engine)
     for item in a.data or []:
         name, sep, path = item.partition("=")
-        if not sep: raise ValueError(f"--data {item!r}: expected NAME=PATH")
+        if not sep: raise InputError(f"--data {item!r}: expected NAME=PATH")
         data.setdefault("data", {})[name] = path
-    return data
+    return apply_overrides(data, a.set)
 
 def _eval_cmd(a) -> int:
     from mixcot_nb.evaluation import EvalRecipe, run_eval
     data = eval_recipe_data(a)
-    if "output_dir" not in data: raise ValueError("give --out (or output_dir in the recipe)")
-    for bench, s in run_eval(parse_recipe(data, EvalRecipe, str(a.recipe or "mixcot eval"))).items():
+    if "output_dir" not in data: raise InputError("give --out (or output_dir in the recipe)")
+    for bench, s in run_eval(parse_recipe(data, EvalRecipe, _source(a.recipe or "mixcot eval", a.set))).items():
         lo, hi = s["ci95"]
         trunc = "n/a" if s["truncation_rate"] is None else f"{s['truncation_rate']:.3f}"
-        print(f"{bench}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {s['problems']} problems, "
-              f"truncated {trunc}, no answer {s['no_answer_rate']:.3f}")
+        lenient = "n/a" if s.get("lenient_accuracy") is None else f"{s['lenient_accuracy']:.3f}"
+        print(f"{bench}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (strict: the paper's rule; lenient extraction "
+              f"{lenient}) on {s['problems']} problems, truncated {trunc}, no answer {s['no_answer_rate']:.3f}")
     print(f"records and summary.json in {data['output_dir']}")
     return 0
 
@@ -238,7 +370,11 @@ def _report_cmd(a) -> int:
     manifest = a.run_dir/"manifest.json"            # a `mixcot run` directory: its students' sizes and replicas
     students, groups = report_groups(ExperimentRecipe.model_validate(json.loads(manifest.read_text())["recipe"])) \
                        if manifest.exists() else (None, None)
-    page = build_report(a.run_dir, out_dir=a.out, reference=a.reference, students=students, groups=groups)
+    extra = []
+    if manifest.exists() and json.loads(manifest.read_text())["recipe"].get("world"):   # a lab run: the lab's own gates
+        from mixcot_nb.lab import lab_gates
+        extra = lab_gates(a.run_dir)
+    page = build_report(a.run_dir, out_dir=a.out, reference=a.reference, students=students, groups=groups, extra_gates=extra)
     print(f"report: {page}")
     return 0
 
@@ -248,26 +384,37 @@ def _run_parser(sub):
         description="Run every unit of the experiment RECIPE that is not done under the current recipe; resumes.",
         epilog="examples:\n  mixcot run recipes/lab/quick.yaml\n"
                "  mixcot run recipes/paper/grid.yaml --only 'train:qwen2.5-3b:*'   # one student's training units\n"
-               "  mixcot run recipes/paper/grid.yaml --plan                        # list units, run nothing",
+               "  mixcot run recipes/paper/grid.yaml --plan                        # list units, run nothing\n"
+               "  mixcot run recipes/lab/quick.yaml --set train.sft.learning_rate=5e-4 --plan\n"
+               f"recipe keys: {reference_url('ExperimentRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, help="YAML experiment recipe")
     p.add_argument("--only", action="append", help="unit id or pattern (repeatable), e.g. train:qwen2.5-3b:mix-long")
-    p.add_argument("--plan", action="store_true", help="list the units with their state and exit")
+    p.add_argument("--plan", action="store_true", help="list the units with their state, launcher, resources and memory estimate, and exit")
+    p.add_argument("--slurm", type=Path, metavar="DIR", help="write one Slurm batch script per unit not done and DIR/submit.sh, and exit")
+    _set_argument(p)
     p.set_defaults(func=_run_cmd)
 
 def _run_cmd(a) -> int:
-    recipe = load_experiment(a.recipe)
+    recipe = read_recipe(a.recipe, ExperimentRecipe, a.set)
     if a.plan:
-        units = plan(recipe, str(a.recipe))
+        units = plan(recipe, _source(a.recipe, a.set))
         keys = unit_keys(units)
-        for u in select(units, a.only):
-            s = UnitState(recipe.run_dir, u.id)
-            print(f"{u.id}\t{'done' if s.done(keys[u.id]) else 'stale' if s['key'] else 'pending'}")
+        states = {u.id: "done" if (s := UnitState(recipe.run_dir, u.id)).done(keys[u.id]) else "stale" if s["key"] else "pending" for u in units}
+        print("\n".join(plan_rows(recipe, select(units, a.only), states, _source(a.recipe, a.set))))
         return 0
-    out = run_experiment(recipe, only=a.only, source=str(a.recipe))
+    if a.slurm:
+        print(f"wrote {slurm_scripts(recipe, a.recipe, a.slurm, _source(a.recipe, a.set))}: run it with bash to submit")
+        return 0
+    stages = Counter(u.stage for u in select(plan(recipe, _source(a.recipe, a.set)), a.only))
+    print(f"{sum(stages.values())} units: " + ", ".join(f"{n} {s}" for s, n in stages.items()) + f"; run dir {recipe.run_dir}")
+    out = run_experiment(recipe, only=a.only, source=_source(a.recipe, a.set))
     if not out["ran"]: print(f"nothing to do: all {len(out['skipped'])} units are up to date")
     else: print(f"ran {len(out['ran'])} units in {out['seconds']:.0f} s; {len(out['skipped'])} were already done")
     report = Path(recipe.run_dir)/"report"
+    if (report/"gates.json").exists():      # the validity gates first: they say whether the gaps below mean anything
+        from mixcot_nb.report import Gate, format_gates
+        print("\n" + format_gates([Gate.model_validate(g) for g in json.loads((report/"gates.json").read_text())]), end="")
     gaps = next((p for p in (report/"gaps_pooled.md", report/"gaps.md") if p.exists()), None)
     if gaps: print("\nlearnability gaps (percentage points" + (", pooled over seeds" if "pooled" in gaps.name else "")
                    + "):\n" + gaps.read_text())
@@ -293,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     _grade_parser(sub)
     _sample_parser(sub)
     _mix_parser(sub)
+    _export_parser(sub)
     _train_parser(sub)
     _eval_parser(sub)
     _report_parser(sub)
@@ -304,10 +452,82 @@ def main(argv:list[str]|None=None) -> int:
     "Entry point of the `mixcot` command."
     args = build_parser().parse_args(argv)
     try: return args.func(args)
-    except (JsonlError, RecipeError, PipelineError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except (MixcotError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        print(f"mixcot {args.command}: error: {e}", file=sys.stderr)   # the user can fix it; a bug keeps its traceback
+        return 2
+    except OSError as e:                  # a full disk, a read-only folder: one line naming the file; any other is a bug
+        if (msg := fs_error_message(e)) is None: raise
         print(f"mixcot {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+# %% ../nbs/11_cli.ipynb #c19a0021
+RECIPE_MODELS = ["pipeline.ExperimentRecipe", "pipeline.StudentSpec", "sampling.SampleRecipe", "sampling.ProblemSource",
+                 "sampling.TeacherSpec", "sampling.ImportSpec", "backends.SamplingParams", "backends.EngineSpec",
+                 "mixing.MixRecipe", "mixing.MixSpec", "mixing.MixSource", "training.TrainRecipe", "training.LoraSpec",
+                 "evaluation.EvalRecipe", "lab.WorldSpec"]
+
+def _model(name:str):
+    mod, cls = name.rsplit(".", 1)
+    return getattr(importlib.import_module(f"mixcot_nb.{mod}"), cls)
+
+def _field_lines(model) -> dict[str, tuple[str, str]]:
+    "Each field's annotation as written and its comment, from the class source."
+    out, last = {}, None
+    for line in inspect.getsource(model).splitlines():
+        if last and (c := re.match(r"\s{5,}#\s*(.*)$", line)):      # a comment carried on to the next line
+            out[last] = (out[last][0], f"{out[last][1]} {c.group(1).strip()}".strip()); continue
+        last = None
+        if not (m := re.match(r"    (\w+)\s*:\s*(.*)$", line)) or m.group(1) not in model.model_fields: continue
+        rest, depth, ann, comment = m.group(2), 0, None, ""
+        for j, ch in enumerate(rest):
+            depth += ch in "([{" and 1 or ch in ")]}" and -1 or 0
+            if depth == 0 and ann is None and rest[j:j + 3] == " = ": ann = rest[:j]
+            if ch == "#" and depth == 0 and rest[:j].count('"') % 2 == 0: comment = rest[j + 1:].strip(); break
+        out[m.group(1)] = ((ann if ann is not None else rest.split("#")[0]).strip(), comment)
+        last = m.group(1)
+    return out
+
+def _default(f) -> str:
+    if f.is_required(): return "required"
+    v = f.get_default(call_default_factory=True)
+    if hasattr(v, "model_dump"): v = v.model_dump(exclude_defaults=True)
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+def _bounds(f) -> str:
+    names = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥"}
+    return ", ".join(f"{names[k]} {getattr(m, k)}" for m in f.metadata for k in names if getattr(m, k, None) is not None)
+
+def recipe_fields(model) -> list[dict]:
+    "Name, type, default and meaning of every field of the recipe model `model`."
+    lines, rows = _field_lines(model), []
+    for name, f in model.model_fields.items():
+        ann, comment = lines.get(name, (str(f.annotation), ""))
+        rows.append(dict(name=name, type=ann + (f" ({b})" if (b := _bounds(f)) else ""), default=_default(f),
+                         meaning=comment or f.description or ""))
+    return rows
+
+SHARED_DEFAULTS = {"MixRecipe": "MixSpec"}          # a recipe whose plain fields are defaults for every item of another
+
+def recipe_reference() -> str:
+    "The recipe reference page: one table per recipe model, fields in the order a recipe lists them."
+    models = {n.split(".")[1]: _model(n) for n in RECIPE_MODELS}
+    fields = {k: {r["name"]: r for r in recipe_fields(m)} for k, m in models.items()}
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    link = lambda k: f"[{k}](#{k.lower()})"
+    out = []
+    for name, m in zip(RECIPE_MODELS, models.values()):
+        out += [f"## {m.__name__}", "", f"{inspect.getdoc(m)} (`mixcot_nb.{name}`)", "",
+                "| key | type | default | meaning |", "|---|---|---|---|"]
+        for r in fields[m.__name__].values():
+            meaning, shared = r["meaning"], SHARED_DEFAULTS.get(m.__name__)
+            if not meaning and shared and r["name"] in fields[shared]:
+                meaning = f"default for every arm: {fields[shared][r['name']]['meaning'] or 'see'} ({link(shared)})"
+            nested = [k for k in models if re.search(rf"\b{k}\b", r["type"]) and k != m.__name__]
+            if nested: meaning = (meaning + "; " if meaning else "") + ", ".join(link(k) for k in nested)
+            out.append(f"| `{r['name']}` | `{esc(r['type'])}` | `{esc(r['default'])}` | {esc(meaning)} |")
+        out.append("")
+    return "\n".join(out)
 
 # %% ../nbs/11_cli.ipynb #6dc1a8b5
 if __name__ == "__main__": sys.exit(main())

@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #3f6e0ec0
 from __future__ import annotations
-import hashlib, json, os, random, re, tempfile, warnings
+import errno, fcntl, hashlib, json, os, random, re, tempfile, threading, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Type, TypeVar
@@ -15,11 +15,34 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['StrictModel', 'text_hash', 'problem_id', 'Problem', 'Trace', 'JsonlError', 'atomic_file', 'write_jsonl',
-           'repair_jsonl', 'append_jsonl', 'JsonlReport', 'iter_jsonl', 'read_jsonl', 'RecipeError',
-           'format_validation_error', 'parse_recipe', 'load_recipe', 'set_seed', 'progress_bars', 'check_name',
-           'RunDir', 'write_json', 'has_resource', 'skip_missing_resources', 'load_ipython_extension',
+__all__ = ['MAX_RECIPE_VALUES', 'MixcotError', 'InputError', 'UnknownNameError', 'StoreLocked', 'fs_error_message', 'StrictModel',
+           'text_hash', 'problem_id', 'Problem', 'Trace', 'JsonlError', 'atomic_file', 'temp_dir_beside', 'write_jsonl',
+           'repair_jsonl', 'append_jsonl', 'JsonlReport', 'iter_jsonl', 'read_jsonl', 'lock_file', 'RecipeError',
+           'format_validation_error', 'parse_recipe', 'read_yaml', 'load_recipe', 'set_seed', 'progress_bars',
+           'check_name', 'RunDir', 'write_json', 'has_resource', 'skip_missing_resources', 'load_ipython_extension',
            'example_data_dir']
+
+# %% ../nbs/00_core.ipynb #a68b09e8
+class MixcotError(Exception):
+    "A failure the user can fix; the message names the file, key or option at fault."
+
+class InputError(MixcotError, ValueError):
+    "A value (an option, a name, a field) that cannot be used."
+
+class UnknownNameError(MixcotError, KeyError):
+    "A name (dataset, arm, unit) that is not known."
+    def __str__(self): return str(self.args[0]) if self.args else ""
+
+class StoreLocked(MixcotError):
+    "A store (trace shard, evaluation folder) that another process is writing."
+
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+def fs_error_message(e:OSError) -> str|None:
+    "`FILE: reason` for a file-system failure the user can fix (full disk, read-only, no permission); None for any other."
+    if e.errno not in _USER_ERRNOS: return None
+    return f"{e.filename or 'a file'}: {(e.strerror or str(e)).lower()}"
+
 
 # %% ../nbs/00_core.ipynb #cb367c19
 class StrictModel(BaseModel):
@@ -68,7 +91,7 @@ class Trace(StrictModel):
     def key(self) -> tuple[str, str, int]: return self.teacher, self.problem_id, self.sample_idx
 
 # %% ../nbs/00_core.ipynb #e522a24c
-class JsonlError(ValueError):
+class JsonlError(MixcotError, ValueError):
     "A malformed line in a JSONL file, located by file, line and field."
     def __init__(self, path, lineno:int, msg:str, field:str|None=None):
         self.path,self.lineno,self.field = Path(path),lineno,field
@@ -80,20 +103,46 @@ def _dumps(rec) -> str:
     d = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
     return json.dumps(d, ensure_ascii=False)
 
+def _umask() -> int:
+    "This process's umask, read from /proc where it can be (setting it to read it is not thread-safe)."
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except OSError: pass
+    old = os.umask(0o022); os.umask(old)
+    return old
+
+def _named(e:OSError, path) -> OSError:
+    "`e` with `path` as its file name when it has none (a failed `write` or `fsync` names no file)."
+    return e if e.filename else type(e)(e.errno, e.strerror, str(path))
+
 @contextmanager
 def atomic_file(path):
-    "Open a temporary file beside `path` for writing; on success fsync it and rename it over `path`."
+    "Open a temporary file beside `path` for writing (mode 0666 less the umask); on success fsync it and rename it over `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())          # `mkstemp` makes it 0600 whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+def temp_dir_beside(path) -> Path:
+    "A new empty folder `.<name>.XXXX` beside `path` (mode 0777 less the umask, not `mkdtemp`'s 0700), to fill and rename onto it."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
 
 def write_jsonl(path, records:Iterable) -> Path:
     "Atomically replace `path` with one JSON line per record (dicts or pydantic models)."
@@ -102,30 +151,50 @@ def write_jsonl(path, records:Iterable) -> Path:
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #fda27d99
+_appending = threading.Lock()              # POSIX locks are per process: threads take turns here
+
+@contextmanager
+def _locked(path:Path):
+    "`path` open for appending (an fd) under an exclusive POSIX lock, which a forked worker does not inherit."
+    with _appending:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)     # released when this fd closes, or when this process dies
+            yield fd
+        finally: os.close(fd)
+
+def _cut_torn_tail(fd:int, path:Path) -> str|None:
+    "Cut a torn last line off the file open as `fd` into `<path>.torn`; the caller holds its lock."
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n": return None
+    data = os.pread(fd, size, 0)
+    keep = data.rfind(b"\n") + 1
+    torn = data[keep:]
+    with open(f"{path}.torn", "ab") as t: t.write(torn + b"\n")
+    os.ftruncate(fd, keep); os.fsync(fd)
+    return torn.decode("utf-8", errors="replace")
+
 def repair_jsonl(path) -> str|None:
     "Cut a torn last line (no final newline) off `path`, saving it to `<path>.torn`; return it, or None."
     path = Path(path)
-    if not path.exists() or path.stat().st_size == 0: return None
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n": return None
-        f.seek(0); data = f.read()
-        keep = data.rfind(b"\n") + 1
-        torn = data[keep:]
-        with open(f"{path}.torn", "ab") as t: t.write(torn + b"\n")
-        f.truncate(keep); f.flush(); os.fsync(f.fileno())
-    return torn.decode("utf-8", errors="replace")
+    if not path.exists(): return None
+    with _locked(path) as fd: return _cut_torn_tail(fd, path)   # a line another process is still writing is not torn
 
 def append_jsonl(path, records:Iterable) -> int:
-    "Append whole lines for `records` to `path` in one write and fsync; return how many were written."
+    "Append whole lines for `records` to `path` in one write and fsync, holding the file's lock; return how many."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    repair_jsonl(path)
-    lines = [_dumps(r) + "\n" for r in records]
-    if not lines: return 0
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(lines)); f.flush(); os.fsync(f.fileno())
-    return len(lines)
+    data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+    if not data and not path.exists(): return 0
+    with _locked(path) as fd:
+        _cut_torn_tail(fd, path)
+        view = memoryview(data)
+        try:
+            while view: view = view[os.write(fd, view):]
+            if data: os.fsync(fd)
+        except OSError as e: raise _named(e, path) from None
+    return data.count(b"\n")
+
 
 # %% ../nbs/00_core.ipynb #5ebd7ec9
 class JsonlReport(StrictModel):
@@ -174,8 +243,25 @@ def read_jsonl(path, model:Type[_M]|None=None, report:JsonlReport|None=None) -> 
     "All records of `path` as a list (see `iter_jsonl`)."
     return list(iter_jsonl(path, model, report))
 
+# %% ../nbs/00_core.ipynb #94a243e4
+@contextmanager
+def lock_file(path, what:str="store"):
+    "Hold an exclusive lock on the lock file `path` for the block; `StoreLocked` naming the holder's pid if it is taken."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # POSIX: a forked grading worker does not inherit it
+        except OSError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise StoreLocked(f"{what} locked by pid {pid} ({path}): another mixcot command is writing it; "
+                              "wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0); os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally: os.close(fd)                  # closing releases the lock
+
 # %% ../nbs/00_core.ipynb #949a6db2
-class RecipeError(ValueError):
+class RecipeError(MixcotError, ValueError):
     "A recipe that does not validate; the message names the file and every key path at fault."
 
 def format_validation_error(err:ValidationError, source:str) -> str:
@@ -192,12 +278,43 @@ def parse_recipe(data:dict, model:Type[_M], source:str="<recipe>") -> _M:
     try: return model.model_validate(data)
     except ValidationError as e: raise RecipeError(format_validation_error(e, source)) from None
 
-def load_recipe(path, model:Type[_M]) -> _M:
-    "Read the YAML recipe at `path` into `model`."
+
+# %% ../nbs/00_core.ipynb #b1c22bd3
+MAX_RECIPE_VALUES = 1_000_000          # values a recipe may stand for once its aliases are expanded
+
+def _expanded_size(obj, cap:int) -> int:
+    "How many values `obj` stands for with shared (aliased) parts counted each time; stops counting past `cap`."
+    n, stack = 0, [obj]
+    while stack and n <= cap:
+        o = stack.pop(); n += 1
+        if isinstance(o, dict): stack += [*o.keys(), *o.values()]
+        elif isinstance(o, (list, tuple)): stack += o
+    return n
+
+def _yaml_error(path, e:yaml.YAMLError) -> str:
+    "One line `FILE:LINE:COLUMN: what` for a YAML error (a blocked tag such as `!!python/object` named as such)."
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = " ".join((getattr(e, "problem", None) or str(e)).split())
+    if isinstance(e, yaml.constructor.ConstructorError) and (tag := re.search(r"'(tag:[^']*)'", problem)):
+        return f"{where}: tag '{tag[1]}' is not allowed: a recipe holds plain mappings, lists, strings and numbers"
+    return f"{where}: invalid YAML: {problem}"
+
+def read_yaml(path) -> Any:
+    "The YAML document at `path`, safely loaded; `RecipeError` on invalid YAML or past `MAX_RECIPE_VALUES` expanded values."
     path = Path(path)
     try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e: raise RecipeError(f"{path}: invalid YAML: {e}") from None
-    return parse_recipe(data, model, str(path))
+    except yaml.YAMLError as e: raise RecipeError(_yaml_error(path, e)) from None
+    except UnicodeDecodeError as e: raise RecipeError(f"{path}: not UTF-8 text ({e})") from None
+    if _expanded_size(data, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        raise RecipeError(f"{path}: the YAML expands to more than {MAX_RECIPE_VALUES:,} values through its aliases (*name); "
+                          "write the repeated parts out or nest fewer aliases")
+    return data
+
+def load_recipe(path, model:Type[_M]) -> _M:
+    "Read the YAML recipe at `path` into `model`."
+    return parse_recipe(read_yaml(path), model, str(path))
+
 
 # %% ../nbs/00_core.ipynb #1a451fb5
 def set_seed(seed:int) -> None:
@@ -230,12 +347,12 @@ def progress_bars(on:bool):
         if hf_on: hf_logging.enable_progress_bar()
 
 # %% ../nbs/00_core.ipynb #630e5651
-_safe_name = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_safe_name = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def check_name(name:str, what:str="name") -> str:
     "Return `name` if it is safe as a folder name, else raise."
-    if not isinstance(name, str) or not _safe_name.match(name) or ".." in name:
-        raise ValueError(f"{what} {name!r} must use only letters, digits, '.', '_' and '-'")
+    if not isinstance(name, str) or not _safe_name.fullmatch(name) or ".." in name:
+        raise InputError(f"{what} {name!r} must use only letters, digits, '.', '_' and '-'")
     return name
 
 class RunDir:
@@ -246,10 +363,20 @@ class RunDir:
     def manifest(self) -> Path: return self.root/"manifest.json"
     def traces(self, teacher:str) -> Path: return self.root/"traces"/check_name(teacher, "teacher")
     def mix(self, arm:str) -> Path: return self.root/"mixes"/check_name(arm, "arm")
-    def model(self, student:str, arm:str) -> Path:
-        return self.root/"models"/f"{check_name(student, 'student')}__{check_name(arm, 'arm')}"
-    def evals(self, student:str, arm:str) -> Path:
-        return self.root/"evals"/f"{check_name(student, 'student')}__{check_name(arm, 'arm')}"
+    def model(self, student:str, arm:str) -> Path: return self.root/"models"/self.pair(student, arm)
+    def evals(self, student:str, arm:str) -> Path: return self.root/"evals"/self.pair(student, arm)
+    @staticmethod
+    def pair(student:str, arm:str) -> str:
+        "The folder name `<student>__<arm>`; an arm never holds `__`, so `split` finds both again."
+        check_name(student, "student"); check_name(arm, "arm")
+        if "__" in arm: raise ValueError(f"arm {arm!r} must not contain '__' (it separates student and arm in folder names)")
+        return f"{student}__{arm}"
+    @staticmethod
+    def split(name:str) -> tuple[str, str]:
+        "The (student, arm) of a `models/` or `evals/` folder name, split at its last `__` (a student may hold `__`)."
+        student, sep, arm = name.rpartition("__")
+        if not sep or not student or not arm: raise ValueError(f"folder {name!r} is not named <student>__<arm>")
+        return student, arm
     @property
     def report(self) -> Path: return self.root/"report"
 
@@ -287,8 +414,8 @@ def load_ipython_extension(ip):
 
 # %% ../nbs/00_core.ipynb #d26117ef
 def example_data_dir() -> Path:
-    "The example-data folder: `$MIXCOT_DATA`, else the first `shared/data` found walking up from here."
+    "The example-data folder: `$MIXCOT_DATA`, else the first `shared/data` walking up from here, else the shipped slices."
     if env := os.environ.get("MIXCOT_DATA"): return Path(env)
     for d in [Path.cwd(), *Path.cwd().parents]:
         if (d/"shared"/"data").is_dir(): return d/"shared"/"data"
-    raise FileNotFoundError("no shared/data folder above the working directory; set MIXCOT_DATA")
+    return Path(__file__).parent/"fixtures"

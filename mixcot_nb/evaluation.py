@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from .backends import Engine, EngineSpec, SamplingParams, make_engine
 from .core import (JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl, iter_jsonl,
-                            set_seed, text_hash, write_json, write_jsonl)
-from .grading import (PROBLEM_FIELDS, RESPONSE_FIELDS, grade_many, judge_messages, parse_judgement,
+                            lock_file, set_seed, text_hash, write_json, write_jsonl)
+from .grading import (PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, judge_messages, parse_judgement,
                                pick_field)
 from .problems import DATASETS, load_problems
 from .sampling import PAPER_PROMPT, render_prompt, unwrap_prompt
@@ -27,7 +27,7 @@ from .sampling import PAPER_PROMPT, render_prompt, unwrap_prompt
 # %% auto #0
 __all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'PAPER_PROMPTS', 'paper_average', 'EvalRecipe', 'EvalRecord', 'read_records',
            'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters',
-           'grade_records', 'run_eval', 'grade_responses']
+           'grade_records', 'unjudged', 'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
 PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
@@ -54,16 +54,19 @@ class EvalRecipe(StrictModel):
     limit: int | None = Field(None, ge=1)  # first N problems of each benchmark
     n: int = Field(1, ge=1)            # samples per problem
     temperature: float = Field(0.0, ge=0)  # 0 = greedy, as in the paper
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling when `temperature` > 0
+    sampling: dict[str, Any] = {}      # further `SamplingParams` fields: top_k, min_p, repetition_penalty, extra (vLLM's own)
     max_new_tokens: int = Field(16000, ge=1)
     prompt: str = PAPER_PROMPT         # the user turn; `{problem}` is filled in
     prompts: dict[str, str] = PAPER_PROMPTS  # per-benchmark overrides (the paper: bare question for GSM8K)
     system: str | None = None          # optional system message (else the chat template's default)
+    stop: list[str] = []               # stop strings (the paper's harness: "Problem:" for the math tasks)
+    stops: dict[str, list[str]] = {}   # per-benchmark overrides (the paper's harness: "Q:" for GSM8K)
     judge: EngineSpec | None = None    # LLM judge for rule misses (the paper: Qwen/Qwen2.5-32B-Instruct)
     judge_skip: list[str] = ["gsm8k"]  # benchmarks graded by rules only (the paper: GSM8K)
-    output_dir: str
-    seed: int = 42
-    chunk_size: int = Field(64, ge=1)  # problems per engine call and per append to the records
+    output_dir: str  # records per benchmark and summary.json
+    seed: int = 42  # sampling seed
+    chunk_size: int | None = Field(None, ge=1)  # problems per engine call; None: a benchmark at once, records streamed
     grade_timeout: float = Field(5.0, gt=0)  # seconds per math-verify comparison
 
     @field_validator("engine", mode="before")
@@ -79,6 +82,7 @@ class EvalRecipe(StrictModel):
             if "{problem}" not in p: raise ValueError(f"{where} needs a {{problem}} placeholder")
         if "model" in self.engine: raise ValueError("give the model as `model`, not inside `engine`")
         self.engine_spec()
+        self.sampling_params()
         return self
 
     def engine_spec(self) -> EngineSpec:
@@ -89,7 +93,16 @@ class EvalRecipe(StrictModel):
             spec["lora_path"] = self.adapter
         return EngineSpec.model_validate(spec)
 
+    def sampling_params(self, benchmark:str|None=None) -> SamplingParams:
+        "The `SamplingParams` of `benchmark`: the recipe's decoding fields and `sampling`."
+        own = {"n": "n", "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens", "seed": "seed", "stop": "stop"}
+        for k in self.sampling:
+            if k in own: raise ValueError(f"sampling.{k}: set `{own[k]}` at the top level of the recipe")
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
+                              seed=self.seed, stop=self.stop_for(benchmark) if benchmark else self.stop, **self.sampling)
+
     def prompt_for(self, benchmark:str) -> str: return self.prompts.get(benchmark, self.prompt)
+    def stop_for(self, benchmark:str) -> list[str]: return self.stops.get(benchmark, self.stop)
 
 # %% ../nbs/07_evaluation.ipynb #28f84e06
 class EvalRecord(StrictModel):
@@ -102,6 +115,9 @@ class EvalRecord(StrictModel):
     answer: str | None                 # the extracted final answer
     correct: bool
     decided_by: str                    # the grading rule (or `judge`) that decided
+    extracted_by: str | None = None    # the extraction rule that found `answer` (strict policy: the paper's)
+    lenient_correct: bool | None = None  # the rules' verdict under the lenient extraction policy (no judge)
+    judged: bool = False               # the judge was asked about this rule miss (its verdict may have been none)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: Literal["stop", "length"] | None = None  # None for imported responses of unknown provenance
@@ -162,8 +178,10 @@ def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, k_max) if k <= k_max})
     toks = [r.completion_tokens for r in records if r.completion_tokens is not None]
     known = [r for r in records if r.finish_reason is not None]
+    lenient = [r.lenient_correct for r in records if r.lenient_correct is not None]
     return {"n": n_rec, "problems": n_prob, "samples_per_problem": samples[0] if len(samples) == 1 else samples,
             "correct": correct, "accuracy": correct / n_rec if n_rec else 0.0,
+            "lenient_accuracy": sum(lenient) / len(lenient) if lenient else None,   # beside the paper's (strict) figure
             "ci95": list(ci), "ci_method": method,
             "pass_at_k": {str(k): statistics.fmean(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) for k in ks} if n_prob else {},
             "completion_tokens": _dist(toks),
@@ -198,28 +216,38 @@ def _judge_fn(engine:Engine|None):
 
 def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=None, timeout:float=5.0,
                   workers:int|None=None) -> list[EvalRecord]:
-    "Grade `records` (their response and gold) in place: rules first, then the batched `judge` on rule misses with an answer."
+    "Grade `records` in place under the paper's (strict) policy, rules then the batched `judge` on misses; the lenient verdict beside."
     bench = records[0].benchmark if records else None
-    vs = grade_many([(r.response, r.gold) for r in records], benchmark=bench, workers=workers, timeout=timeout, progress=False)
-    for r, v in zip(records, vs): r.answer, r.correct, r.decided_by = v.answer, v.correct, v.decided_by
-    misses = [r for r in records if not r.correct and r.answer is not None and r.gold]
-    if judge is not None and misses:
+    both = grade_policies([(r.response, r.gold) for r in records], benchmark=bench, workers=workers, timeout=timeout, progress=False)
+    for r, v, lv in zip(records, both["strict"], both["lenient"]):
+        r.answer, r.correct, r.decided_by, r.extracted_by, r.lenient_correct = v.answer, v.correct, v.decided_by, v.extracted_by, lv.correct
+    return judge_records(records, problems, judge)
+
+def unjudged(records:list[EvalRecord]) -> list[EvalRecord]:
+    "The rule misses with an answer and a gold that the judge has not yet been asked about."
+    return [r for r in records if not r.correct and r.answer is not None and r.gold and not r.judged]
+
+def judge_records(records:list[EvalRecord], problems:dict[str, Problem], judge=None) -> list[EvalRecord]:
+    "Ask the batched `judge` about the `unjudged` records, in place; a verdict makes the judge decide, each asked one is marked `judged`."
+    misses = unjudged(records) if judge is not None else []
+    if misses:
         for r, j in zip(misses, judge([(problems[r.problem_id].problem, r.gold, r.answer) for r in misses])):
+            r.judged = True
             if j is not None: r.correct, r.decided_by = bool(j), "judge"
     return records
 
 # %% ../nbs/07_evaluation.ipynb #8565318e
-_RESUME_FIELDS = ("model", "adapter", "prompt", "prompts", "system", "n", "temperature", "top_p", "max_new_tokens", "seed", "judge", "judge_skip")
+_RESUME_FIELDS = ("model", "adapter", "prompt", "prompts", "system", "n", "temperature", "top_p", "max_new_tokens", "seed", "judge", "judge_skip", "stop", "stops", "sampling")
 
-def _check_resumable(recipe:EvalRecipe, out:Path):
-    "Record the settings an output folder was started with; refuse to add to it with different ones."
+def _check_resumable(recipe:EvalRecipe, out:Path) -> dict|None:
+    "Refuse to add to an output folder started with other settings; return the settings to record once the model loads, if new."
     f, now = out/"eval_config.json", json.loads(recipe.model_dump_json(include=set(_RESUME_FIELDS)))
     if f.exists():
         before = json.loads(f.read_text())
         diff = [k for k in _RESUME_FIELDS if k in before and before[k] != now[k]]
         if diff: raise RecipeError(f"{f}: this folder holds an evaluation with different {', '.join(diff)} "
                                    f"(was {', '.join(repr(before[k]) for k in diff)}); use another output_dir or delete it")
-    else: write_json(f, now)
+    else: return now
 
 def _write_summary(recipe:EvalRecipe, out:Path, benches:dict, engine_name:str) -> dict:
     f = out/"summary.json"
@@ -233,53 +261,87 @@ def _write_summary(recipe:EvalRecipe, out:Path, benches:dict, engine_name:str) -
     return summary
 
 # %% ../nbs/07_evaluation.ipynb #48ffd6a7
-def _eval_benchmark(recipe:EvalRecipe, bench:str, engine:Engine, judge, out:Path, progress:bool) -> dict:
+def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress:bool) -> dict:
     problems = load_problems(bench, path=recipe.data.get(bench), limit=recipe.limit)
     by_id = {p.id: p for p in problems}
     f = out/f"{bench}.jsonl"
     done = {r.key for r in read_records(f)} if f.exists() else set()
     todo = [p for p in problems if any((p.id, i) not in done for i in range(recipe.n))]
-    params = SamplingParams(n=recipe.n, temperature=recipe.temperature, top_p=recipe.top_p,
-                            max_tokens=recipe.max_new_tokens, seed=recipe.seed)
+    params = recipe.sampling_params(bench)
+    engine = get_engine() if todo else None      # built only when something is left to generate
     bar = tqdm(total=len(problems) * recipe.n, initial=len(problems) * recipe.n - sum(recipe.n for _ in todo), desc=bench,
                unit="item", disable=not progress)
     try:
-        for c in range(0, len(todo), recipe.chunk_size):
-            chunk = todo[c:c + recipe.chunk_size]
-            comps = engine.generate([_conversation(recipe, bench, p) for p in chunk], params)
-            if len(comps) != len(chunk) or any(len(cs) != recipe.n for cs in comps):
-                raise RuntimeError(f"engine {engine!r} returned {[len(cs) for cs in comps]} completions for {len(chunk)} prompts x n={recipe.n}")
-            recs = [EvalRecord(benchmark=bench, problem_id=p.id, sample_idx=i, response=comp.text, gold=p.answer, answer=None,
-                               correct=False, decided_by="no_answer", prompt_tokens=comp.prompt_tokens,
-                               completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)
-                    for p, cs in zip(chunk, comps) for i, comp in enumerate(cs) if (p.id, i) not in done]
-            grade_records(recs, by_id, judge=None if bench in recipe.judge_skip else judge, timeout=recipe.grade_timeout)
-            append_jsonl(f, recs)
-            bar.update(len(recs))
+        size = recipe.chunk_size or max(1, len(todo))
+        for c in range(0, len(todo), size):
+            chunk = todo[c:c + size]
+            for batch in engine.stream([_conversation(recipe, bench, p) for p in chunk], params):
+                if any(len(cs) != recipe.n for _, cs in batch):
+                    raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={recipe.n}")
+                recs = [EvalRecord(benchmark=bench, problem_id=chunk[k].id, sample_idx=i, response=comp.text, gold=chunk[k].answer,
+                                   answer=None, correct=False, decided_by="no_answer", prompt_tokens=comp.prompt_tokens,
+                                   completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)
+                        for k, cs in batch for i, comp in enumerate(cs) if (chunk[k].id, i) not in done]
+                grade_records(recs, by_id, timeout=recipe.grade_timeout,   # rules only: the judge comes once the engine is released
+                              workers=None if len(recs) >= 64 else 0)   # few: graded here, math-verify in the shared pool
+                append_jsonl(f, recs)
+                bar.update(len(recs))
     finally: bar.close()
-    records = [r for r in read_records(f) if r.problem_id in by_id and r.sample_idx < recipe.n]
+    return _summarise(recipe, read_records(f), problems)
+
+def _summarise(recipe:EvalRecipe, records:list[EvalRecord], problems:list[Problem]) -> dict:
+    ids = {p.id for p in problems}
+    records = [r for r in records if r.problem_id in ids and r.sample_idx < recipe.n]
     return summarise_records(records, expected=len(problems) * recipe.n, seed=recipe.seed)
+
+def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str, results:dict) -> None:
+    "Judge every benchmark's rule misses, building the judge's engine only if one is left; each file replaced atomically."
+    judge_engine = None
+    try:
+        for bench in [b for b in recipe.benchmarks if b not in recipe.judge_skip]:
+            problems = load_problems(bench, path=recipe.data.get(bench), limit=recipe.limit)
+            by_id, f = {p.id: p for p in problems}, out/f"{bench}.jsonl"
+            records = read_records(f) if f.exists() else []
+            if not [r for r in unjudged(records) if r.problem_id in by_id]: continue
+            judge_engine = judge_engine or make_engine(recipe.judge)
+            judge_records([r for r in records if r.problem_id in by_id], by_id, _judge_fn(judge_engine))
+            write_jsonl(f, records)                     # a kill before this leaves the rule-graded file: judged again
+            results[bench] = _summarise(recipe, records, problems)
+            _write_summary(recipe, out, {bench: results[bench]}, engine_name)
+    finally:
+        if judge_engine is not None: judge_engine.close()
+
+def eval_lock(output_dir):
+    "Hold the lock of an evaluation folder; `StoreLocked` naming the holder's pid if another process has it."
+    return lock_file(Path(output_dir)/".lock", f"evaluation folder {output_dir}")
 
 def run_eval(recipe:EvalRecipe, progress:bool=True,
              engine:Engine|None=None, # a loaded engine to use instead of building one from the recipe (not closed here)
             ) -> dict[str, dict]:
-    "Evaluate `recipe.model` on every benchmark, resuming from `recipe.output_dir`; return each benchmark's summary."
+    "Evaluate `recipe.model` on every benchmark, resuming from `recipe.output_dir`: generate and rule-grade everything, release the engine, then judge the misses; return each benchmark's summary."
     out = Path(recipe.output_dir)
+    if engine is not None and recipe.judge and recipe.judge.engine != "openai":
+        raise RecipeError(f"{out}: a judge loaded in this process needs the student's engine released first; "
+                          "let run_eval build the engine, or serve the judge (engine: openai)")
     out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(recipe, out)
-    set_seed(recipe.seed)
-    own = engine is None
-    engine = make_engine(recipe.engine_spec()) if own else engine
-    judge_engine = make_engine(recipe.judge) if recipe.judge else None
-    results = {}
-    try:
-        for bench in recipe.benchmarks:
-            results[bench] = _eval_benchmark(recipe, bench, engine, _judge_fn(judge_engine), out, progress)
-            _write_summary(recipe, out, {bench: results[bench]}, engine.name)
-    finally:
-        if own: engine.close()
-        if judge_engine is not None: judge_engine.close()
-    return results
+    with eval_lock(out):                  # one command per folder: a second is refused, not run twice
+        record = _check_resumable(recipe, out)
+        set_seed(recipe.seed)
+        own, loaded = engine is None, [engine]
+        def get_engine():
+            if loaded[0] is None: loaded[0] = make_engine(recipe.engine_spec())
+            if record: write_json(out/"eval_config.json", record)   # only once the model loaded: a mistyped one records nothing
+            return loaded[0]
+        name, results = engine.name if engine else recipe.engine_spec().engine, {}
+        try:
+            for bench in recipe.benchmarks:
+                results[bench] = _eval_benchmark(recipe, bench, get_engine, out, progress)
+                _write_summary(recipe, out, {bench: results[bench]}, name)
+        finally:
+            if own and loaded[0] is not None: loaded[0].close()   # before the judge loads: the two never share an accelerator
+        if record: write_json(out/"eval_config.json", record)
+        if recipe.judge: _judge_benchmarks(recipe, out, name, results)
+        return results
 
 # %% ../nbs/07_evaluation.ipynb #102f16ce
 def grade_responses(path,                     # JSONL file of responses: one row per problem, the response a string or a list of samples

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Callable, Iterable, Literal
 
+import sympy
 from math_verify import parse, verify
 from pebble import ProcessPool, ProcessExpired
 from tqdm import tqdm
@@ -20,12 +21,15 @@ from tqdm import tqdm
 from .core import JsonlError, StrictModel, read_jsonl
 
 # %% auto #0
-__all__ = ['MAX_ANSWER_CHARS', 'Rule', 'JUDGE_MODEL', 'JUDGE_SAMPLING', 'JUDGE_SYSTEM', 'JUDGE_PROMPT', 'Judge', 'EQUIV_CASES',
-           'RESPONSE_FIELDS', 'ANSWER_FIELDS', 'PROBLEM_FIELDS', 'last_boxed', 'final_segment', 'final_answer_phrase',
-           'last_number', 'extract_answer', 'hendrycks_strip_string', 'hendrycks_is_equiv', 'normalise_answer',
-           'as_fraction', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers', 'answers_match',
-           'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade', 'grade_many',
-           'summarise', 'math_verify_alone', 'read_harness_jsonl', 'pick_field']
+__all__ = ['Policy', 'Extraction', 'POLICIES', 'TAIL_CHARS', 'MAX_ANSWER_CHARS', 'FLOAT_REL_TOL', 'Rule', 'JUDGE_MODEL',
+           'JUDGE_SAMPLING', 'JUDGE_SYSTEM', 'JUDGE_PROMPT', 'Judge', 'EQUIV_CASES', 'SUITE_FIELDS', 'RESPONSE_FIELDS',
+           'ANSWER_FIELDS', 'PROBLEM_FIELDS', 'last_boxed', 'final_segment', 'final_answer_phrase', 'last_number',
+           'all_boxed', 'box_group', 'reduce_statement', 'answer_statement', 'last_math', 'find_answer',
+           'extract_answer', 'hendrycks_strip_string', 'hendrycks_is_equiv', 'inequality_interval', 'normalise_answer',
+           'as_fraction', 'numbers_match', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers',
+           'answers_match', 'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade',
+           'grade_policies', 'grade_many', 'summarise', 'math_verify_alone', 'read_harness_jsonl', 'read_grader_suite',
+           'is_prose', 'grade_suite_case', 'math_verify_plain', 'pick_field']
 
 # %% ../nbs/01_grading.ipynb #cbfcc6d9
 _box_re = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -84,7 +88,7 @@ def _after_final(tail:str) -> str|None:
     t = t.lstrip()
     for o, c in _math_spans:
         if t.startswith(o):
-            end = t.find(c, len(o))
+            end = m.start() if (m := re.compile(r"(?<!\\)" + re.escape(c)).search(t, len(o))) else -1   # `\$` is no closer
             return (t[len(o):end].strip() or None) if end > 0 else None
     line = t.split("\n")[0]
     line = re.split(r"\.\s|\.$|\s+I hope", line)[0].strip(" *.")
@@ -105,18 +109,130 @@ def last_number(text:str) -> str|None:
         if re.search(r"\d", s): return s
     return None
 
+# %% ../nbs/01_grading.ipynb #a1e00002
+Policy = Literal["strict", "lenient"]
+Extraction = Literal["boxed", "boxes", "final_answer", "answer_phrase", "last_number", "last_math"]
+POLICIES = ("strict", "lenient")
+
+def all_boxed(text:str) -> list[tuple[int, int, str]]:
+    "(start, end, content) of every outermost, closed `\\boxed{...}`/`\\fbox{...}` in `text`, in order."
+    out = []
+    for m in _box_re.finditer(text):
+        if out and m.start() < out[-1][1]: continue                      # inside the previous box
+        j = m.end()
+        while j < len(text) and text[j] in " \t": j += 1
+        if j < len(text) and text[j] == "{":
+            if (end := _match_braces(text, j)) is not None: out.append((m.start(), end, text[j+1:end-1].strip()))
+        elif j > m.end() and (v := re.split(r"[$\n]", text[j:], maxsplit=1)[0].strip()):
+            out.append((m.start(), j + len(v), v))
+    return out
+
+_JOINERS = set("and or for part parts case cases a b c respectively".split())
+
+def _joins(sep:str) -> bool:
+    "Whether the text between two boxes only joins them (`, `, ` and `, `\\quad`, `\\text{ for part (a) and }`, ` cm and `)."
+    if len(sep) > 40 or "\n\n" in sep or re.search(r"[.!?]\s+[A-Z]|\\(?:begin|end)\{", sep): return False
+    words = re.findall(r"(?<!\\)\b[A-Za-z]+", re.sub(r"\\[A-Za-z]+", " ", sep))
+    return len(words) <= 3 or all(w.lower() in _JOINERS for w in words)
+
+def box_group(text:str) -> tuple[str, int, int, int]|None:
+    "The last box, or the last run of boxes joined as one answer (`a, b`): (value, start, end, distinct boxes); None if none."
+    boxes = [b for b in all_boxed(text) if b[2]]
+    if not boxes: return None
+    group = [boxes[-1]]
+    for b in reversed(boxes[:-1]):
+        if not _joins(text[b[1]:group[0][0]]): break
+        group.insert(0, b)
+    vals = list(dict.fromkeys(b[2] for b in group))      # one answer boxed twice is one answer
+    return ", ".join(vals), group[0][0], group[-1][1], len(vals)
+
+# %% ../nbs/01_grading.ipynb #a1e00004
+_answer_re = re.compile(r"\banswer\b", re.I)
+_span_re = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<!\\)\$((?:\\.|[^$\n\\])+?)\$|\\\(([^\n]+?)\\\)", re.S)
+_value_re = re.compile(r"(?<![A-Za-z0-9_.])-?\d+(?:,\d{3})*(?:[.,]\d+)?(?:\s*/\s*\d+)?(?:\s*\\?%)?")
+_mathy = re.compile(r"\d|\\(?:frac|sqrt|pi|infty|begin|pm)|[a-zA-Z]\s*[\^_=<>]")
+
+def _spans(text:str) -> list[tuple[int, int, str]]:
+    "(start, end, content) of the math spans (`$..$`, `$$..$$`, `\\(..\\)`, `\\[..\\]`) in `text` that hold mathematics."
+    return [(m.start(), m.end(), c.strip()) for m in _span_re.finditer(text)
+            if (c := next(g for g in m.groups() if g is not None)) and _mathy.search(c)]
+
+def _value_of(expr:str) -> str:
+    "The value a worked line ends on: `x = 5+5+1 = 11` → `11`, `x = 1/3 \\approx 0.33` → `1/3`, `x \\ge 5` kept."
+    parts = [p.strip() for p in re.split(r"(?<![<>!\\])=", expr)]
+    v = parts[-1] if len(parts) > 2 or (len(parts) == 2 and re.search(r"\d", parts[1]) and not re.search(r"\d", parts[0])) else expr
+    if "\\approx" in v: v = v.split("\\approx")[0].strip() or v.split("\\approx")[-1].strip()
+    return v or expr
+
+def reduce_statement(s:str|None) -> str|None:
+    "A final-answer sentence reduced to its value: `The largest $n$ is 34` → `34`; a bare value is kept."
+    if not s: return None
+    if (b := box_group(s)): return b[0]
+    s = s.strip().strip('"').strip()
+    if not re.search(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+|\$[^$]*\$|\\\(.*?\\\)", " ", s)): return s.strip("$ ") or None
+    cut = list(re.finditer(r"\b(?:is|are|was|were|be|equals|equal to|gives|get)\b|=|:", s))
+    tail = s[cut[-1].end():] if cut else s
+    if spans := _spans(tail):
+        group = [spans[-1][2]]
+        for a, b in zip(reversed(spans[:-1]), reversed(spans[1:])):
+            if not re.fullmatch(r"[\s,;]*(?:and|or)?[\s,;]*", tail[a[1]:b[0]]): break
+            group.insert(0, a[2])
+        return ", ".join(_value_of(g) for g in group)
+    nums = _value_re.findall(tail)
+    return nums[-1].replace(" ", "") if nums else None
+
+def answer_statement(text:str, after:int=0) -> tuple[str, str, int]|None:
+    "The last 'Final Answer: ...' / 'The answer is ...' / 'Answer: ...' statement starting at or after `after`: (value, rule, start)."
+    for m in reversed(list(_answer_re.finditer(text))[-50:]):      # the last 50 mentions of "answer" are enough
+        if m.start() < after: break
+        v = reduce_statement(_after_final(text[m.end():m.end() + 400]))
+        if v: return v, "final_answer" if re.search(r"final\s+$", text[max(0, m.start() - 8):m.start()], re.I) else "answer_phrase", m.start()
+    return None
+
+TAIL_CHARS = 5000   # the fallback looks at the end of a response only: a final answer is there, and the scan stays linear
+
+def last_math(text:str) -> tuple[str, str]|None:
+    "The fallback: the last mathematical expression (a math span, reduced to the value it ends on) or number in `text`."
+    text = text[-TAIL_CHARS:]
+    last_line = text.rstrip().rsplit("\n", 1)[-1]
+    if last_line.count("(") > last_line.count(")") or last_line.count("{") > last_line.count("}"): return None   # cut off
+    spans, nums = _spans(text), list(_value_re.finditer(text))
+    s_end, n_end = (spans[-1][1] if spans else -1), (nums[-1].end() if nums else -1)
+    if s_end < 0 and n_end < 0: return None
+    if s_end >= n_end:                                      # spans joined by `,` / `and` / `or` are one answer
+        group = [spans[-1]]
+        for a in reversed(spans[:-1]):
+            if not re.fullmatch(r"[\s,;]*(?:and|or)?[\s,;]*", text[a[1]:group[0][0]]): break
+            group.insert(0, a)
+        return ", ".join(_value_of(c) for _, _, c in group), "last_math"
+    return nums[-1].group(0).replace(" ", ""), "last_number"
+
 # %% ../nbs/01_grading.ipynb #51e18e86
+def find_answer(response:str, # the full model response
+                benchmark:str|None=None, # "gsm8k" switches on the last-number rule
+                policy:Policy="strict", # "strict": the paper's rules; "lenient": also what a careful reader takes as the answer
+               ) -> tuple[str|None, Extraction|None]:
+    "The final answer in `response` and the rule that found it; `(None, None)` when there is none."
+    if policy not in POLICIES: raise ValueError(f"unknown extraction policy {policy!r}; expected one of {POLICIES}")
+    if not isinstance(response, str) or (text := final_segment(response)) is None: return None, None
+    if policy == "strict":
+        if boxed := last_boxed(text): return boxed, "boxed"
+        if benchmark == "gsm8k": return (n, "last_number") if (n := last_number(text)) else (None, None)
+        return (a, "final_answer") if (a := final_answer_phrase(text)) else (None, None)
+    if (ms := list(_box_re.finditer(text))) and last_boxed(text) is None and text[ms[-1].end():].lstrip(" \t")[:1] == "{":
+        return None, None                                                        # the last box is cut off
+    group = box_group(text)
+    if stated := answer_statement(text, after=group[2] if group else 0): return stated[0], stated[1]
+    if group: return group[0], "boxes" if group[3] > 1 else "boxed"
+    if benchmark == "gsm8k": return (n, "last_number") if (n := last_number(text)) else (None, None)
+    return last_math(text) or (None, None)
+
 def extract_answer(response:str, # the full model response
                    benchmark:str|None=None, # "gsm8k" switches on the last-number rule
+                   policy:Policy="strict", # "strict" (the paper's rules) or "lenient"
                   ) -> str|None:
     "The final answer in `response`, or None when there is none."
-    if not isinstance(response, str): return None
-    text = final_segment(response)
-    if text is None: return None
-    boxed = last_boxed(text)
-    if boxed: return boxed
-    if benchmark == "gsm8k": return last_number(text)
-    return final_answer_phrase(text)
+    return find_answer(response, benchmark, policy)[0]
 
 # %% ../nbs/01_grading.ipynb #cbee3eab
 def _h_fix_fracs(s):
@@ -227,8 +343,32 @@ def _canon_number(s):
     out = format(d.normalize(), "f") if d != d.to_integral() else str(int(d))
     return "0" if out == "-0" else out
 
+# %% ../nbs/01_grading.ipynb #a1e00007
+_explicit_thousands = re.compile(r"(?<=\d)(?:,\s*\\!|\{\s*,\s*\})\s*(?=\d{3}(?!\d))")   # `32,\!348`, `10{,}000`, `14{, }916`
+_rel_re = re.compile(r"(<=|>=|\\le(?![A-Za-z])|\\ge(?![A-Za-z])|<|>)")
+_var_re = re.compile(r"[A-Za-z](?:_\{\w+\})?|[A-Za-z]\([A-Za-z]\)")
+_LESS, _CLOSED = {"<", "<=", "\\le"}, {"<=", ">=", "\\le", "\\ge"}
+
+def inequality_interval(s:str) -> str:
+    "A bound on one variable as an interval (`-2\\le x\\le 7` → `[-2,7]`, `x>3` → `(3,\\infty)`); anything else unchanged."
+    toks = [t.strip() for t in _rel_re.split(s)]
+    parts, ops = toks[::2], toks[1::2]
+    if not 1 <= len(ops) <= 2 or not all(parts): return s
+    is_var = [bool(_var_re.fullmatch(p)) for p in parts]
+    if len(ops) == 2:
+        if is_var != [False, True, False] or (ops[0] in _LESS) != (ops[1] in _LESS): return s
+        (lo, lo_op), (hi, hi_op) = ((parts[0], ops[0]), (parts[2], ops[1])) if ops[0] in _LESS else ((parts[2], ops[1]), (parts[0], ops[0]))
+    elif is_var == [True, False]:                           # x < b, x > a
+        lo, lo_op, hi, hi_op = ("-\\infty", "<", parts[1], ops[0]) if ops[0] in _LESS else (parts[1], ops[0], "\\infty", "<")
+    elif is_var == [False, True]:                           # a < x, b > x
+        lo, lo_op, hi, hi_op = (parts[0], ops[0], "\\infty", "<") if ops[0] in _LESS else ("-\\infty", "<", parts[0], ops[0])
+    else: return s
+    return f"{'[' if lo_op in _CLOSED else '('}{lo},{hi}{']' if hi_op in _CLOSED else ')'}"
+
 # %% ../nbs/01_grading.ipynb #531afc99
-def normalise_answer(s:str) -> str:
+def normalise_answer(s:str,
+                     lists:bool=False, # read a bare `32,349` as the list 32, 349 (the reference is a list), not 32349
+                    ) -> str:
     "A canonical string for a final answer: wrappers, units, separators and spellings that do not change the value removed."
     if not isinstance(s, str): return ""
     s = "".join(_unicode.get(c, c) for c in s if c.isprintable() or c in " \t\n")
@@ -237,6 +377,7 @@ def normalise_answer(s:str) -> str:
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])\.?|\\(?:big|Big|bigg|Bigg)[lr]?(?![A-Za-z])|\\displaystyle", "", s)
     s = re.sub(r"\\leq?(?![A-Za-z])", r"\\le", re.sub(r"\\geq?(?![A-Za-z])", r"\\ge", s))
+    s = _explicit_thousands.sub("", s)
     s = s.replace("\\!", "").replace("{,}", ",")
     s = re.sub(r"\\[,;: ]|\\q?quad(?![A-Za-z])|~", " ", s)
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "", s)
@@ -246,14 +387,16 @@ def normalise_answer(s:str) -> str:
     s = _strip_units(s.strip())
     m = re.match(r"\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\(\s*[A-Za-z]\s*\))?\s*(?:=|\\in(?![A-Za-z]))\s*(?=\S)", s)
     if m and "=" not in s[m.end():]: s = s[m.end():]
+    lists = lists or bool(re.search(r"\d,\s+\d", s))      # `32, 349` is a list: a separator has no space after it
     s = _squeeze(s.strip())
     s = _brace_args(_brace_args(s, "\\frac", 2), "\\sqrt", 1)
     s = re.sub(r"([_^])([0-9A-Za-z])", r"\1{\2}", s)
+    s = inequality_interval(s)
     s = s.rstrip(".") if not s.endswith("..") else s
     if m := re.fullmatch(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}", s):
         sign, w, a, b = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
         if 0 < a < b: s = f"{sign}\\frac{{{w*b + a}}}{{{b}}}"
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s): s = s.replace(",", "")
+    if not lists and re.fullmatch(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?", s): s = s.replace(",", "")
     s = _canon_number(s)
     if m := re.fullmatch(r"\(([A-Ea-e])\)|([A-E])", s): s = (m.group(1) or m.group(2)).upper()
     if re.fullmatch(r"[A-Za-z]{2,}(?: [A-Za-z]+)*", s): s = s.lower()
@@ -276,6 +419,25 @@ def as_fraction(s:str) -> Fraction|None:
     except (ZeroDivisionError, InvalidOperation, ValueError): return None
     return None
 
+FLOAT_REL_TOL = 1e-6      # a decimal matches an exact non-decimal value (1/3, √2) within this relative difference
+
+def numbers_match(ng:str, np_:str) -> bool|None:
+    "Two normalised plain numbers compared exactly; a decimal against a fraction within `FLOAT_REL_TOL`; None unless both are numbers."
+    a, b = as_fraction(ng), as_fraction(np_)
+    if a is None or b is None: return None
+    if a == b: return True
+    if _is_decimal(ng) == _is_decimal(np_): return False            # two exact decimals, or two fractions: exact only
+    return abs(a - b) <= Fraction(str(FLOAT_REL_TOL)) * max(abs(a), abs(b))     # exactly: 1/7 against 0.142857
+
+def _is_decimal(s:str) -> bool: return bool(re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s))
+
+def _decimal_comma(ng:str, np_:str) -> bool:
+    "Whether one side is the other written with a decimal comma (`1,22` and `1.22`): the reference's form decides."
+    return any(re.fullmatch(r"-?\d+,\d+", a) and "." in b and _is_decimal(b) and as_fraction(a.replace(",", ".")) == as_fraction(b)
+               for a, b in ((ng, np_), (np_, ng)))
+
+_num_list_re = re.compile(r"-?\d+(?:\.\d+)?(?:,-?\d+(?:\.\d+)?)+")
+
 # %% ../nbs/01_grading.ipynb #d001e322
 def too_costly(s:str) -> bool:
     "Whether evaluating `s` symbolically could blow up: power towers, huge exponents or factorials, deep nesting."
@@ -295,7 +457,14 @@ def _mv_equal(gold:str, pred:str) -> bool:
     if not gold.strip() or not pred.strip(): return False
     g = parse(f"${gold}$", parsing_timeout=None)
     p = parse(f"${pred}$", parsing_timeout=None)
-    return bool(g) and bool(p) and verify(g, p, timeout_seconds=None)
+    return bool(g) and bool(p) and verify(g, p, timeout_seconds=None) and _close(g[0], p[0])
+
+def _close(a, b) -> bool:
+    "False for two numbers further apart than `FLOAT_REL_TOL` (math-verify rounds to 6 decimals: `10^{-9}` = `2\\cdot 10^{-9}`)."
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number): return True
+    try: x, y = complex(sympy.N(a, 30)), complex(sympy.N(b, 30))
+    except (TypeError, ValueError, ArithmeticError): return True
+    return abs(x - y) <= FLOAT_REL_TOL * max(abs(x), abs(y))
 
 def _mv_task(gold:str, pred:str, ngold:str, npred:str) -> bool:
     "Worker task: math-verify on the normalised forms, then on the raw forms."
@@ -386,8 +555,9 @@ Rule = Literal["exact", "normalised", "math_verify", "judge", "no_answer", "time
 def _cheap_rules(gold:str, pred:str) -> tuple[str|None, str, str]:
     "Exact, then normalised equality (in this process); returns (rule or None, normalised gold, normalised pred)."
     if gold.strip() == pred.strip(): return "exact", gold, pred
-    ng, np_ = normalise_answer(gold), normalise_answer(pred)
-    if ng and (ng == np_ or (as_fraction(ng) is not None and as_fraction(ng) == as_fraction(np_))):
+    ng = normalise_answer(gold)
+    np_ = normalise_answer(pred, lists=bool(re.search(r"\d,-?\d", ng)))     # the reference's form decides `32,349`
+    if ng and (ng == np_ or numbers_match(ng, np_) or _decimal_comma(ng, np_)):
         return "normalised", ng, np_
     return None, ng, np_
 
@@ -402,6 +572,9 @@ def _needs_math_verify(gold, pred, ng, np_) -> Rule|None:
     if not ng or not np_ or len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS: return "mismatch"
     if re.fullmatch(r"[a-z]{2,}(?: [a-z]+)*", ng) or re.fullmatch(r"[a-z]{2,}(?: [a-z]+)*", np_):
         return "mismatch"     # words: math-verify would read `east` as e*a*s*t = `seat`
+    if numbers_match(ng, np_) is not None: return "mismatch"        # two plain numbers: decided exactly, no rounding
+    if any(as_fraction(a) is not None and _num_list_re.fullmatch(b) for a, b in ((ng, np_), (np_, ng))):
+        return "mismatch"     # a number is not a list of numbers (math-verify would read `32,349` as 32349)
     kinds = {_bracket_kind(ng), _bracket_kind(np_)}
     if kinds == {"set", "seq"}: return "mismatch"      # math-verify reads (1,2) = \{1,2\}
     if any(too_costly(s) for s in (gold, pred, ng, np_)): return "timeout"
@@ -425,10 +598,12 @@ def answers_match(gold:str, # reference answer
 
 # %% ../nbs/01_grading.ipynb #5e31091e
 class Verdict(StrictModel):
-    "The grade of one response: the extracted answer, whether it is correct, and which rule decided."
+    "The grade of one response: the extracted answer, whether it is correct, which rule found the answer and which decided."
     answer: str | None                 # extracted final answer; None when the response has none
     correct: bool
     decided_by: Rule                   # exact, normalised, math_verify, judge, no_answer, timeout or mismatch
+    extracted_by: Extraction | None = None  # boxed, boxes, final_answer, answer_phrase, last_number or last_math; None: no answer
+    policy: Policy = "strict"          # the extraction policy the answer was read under
 
 # %% ../nbs/01_grading.ipynb #4dcffca1
 JUDGE_MODEL = "Qwen/Qwen2.5-32B-Instruct"
@@ -466,7 +641,7 @@ def reference_answer(gold, benchmark:str|None=None) -> str:
 def _with_judge(v:Verdict, problem, gold:str, judge:Judge|None) -> Verdict:
     if judge is None or v.correct or v.answer is None: return v
     j = judge(problem, gold, v.answer)
-    return v if j is None else Verdict(answer=v.answer, correct=bool(j), decided_by="judge")
+    return v if j is None else v.model_copy(update=dict(correct=bool(j), decided_by="judge"))
 
 def grade(response:str, # the full model response
           gold, # the reference answer
@@ -474,13 +649,14 @@ def grade(response:str, # the full model response
           problem:str|None=None, # problem text, shown to the judge
           judge:Judge|None=None, # `(problem, gold, pred) -> bool | None`, consulted for rule misses
           timeout:float=5.0, # hard limit in seconds per comparison
+          policy:Policy="strict", # extraction policy: "strict" (the paper's) or "lenient"
          ) -> Verdict:
     "Grade one response against its reference."
     gold = reference_answer(gold, benchmark)
-    ans = extract_answer(response, benchmark)
-    if ans is None: return Verdict(answer=None, correct=False, decided_by="no_answer")
+    ans, how = find_answer(response, benchmark, policy)
+    if ans is None: return Verdict(answer=None, correct=False, decided_by="no_answer", policy=policy)
     ok, rule = match_answers(gold, ans, timeout)
-    return _with_judge(Verdict(answer=ans, correct=ok, decided_by=rule), problem, gold, judge)
+    return _with_judge(Verdict(answer=ans, correct=ok, decided_by=rule, extracted_by=how, policy=policy), problem, gold, judge)
 
 # %% ../nbs/01_grading.ipynb #c9da88ea
 def _as_item(it) -> tuple[str, object, str|None]:
@@ -494,51 +670,74 @@ def _future_rule(f) -> tuple[bool, Rule]:
     except (TimeoutError, FutureTimeout, ProcessExpired): return False, "timeout"   # killed at the deadline, or died
     except Exception: return False, "mismatch"                                       # math-verify raised
 
+def _compare_all(pairs:list[tuple[str, str]], workers:int, timeout:float, progress:bool) -> dict[tuple[str, str], tuple[bool, Rule]]:
+    "(correct, rule) of each distinct (gold, answer) pair: cheap rules here, math-verify in worker processes."
+    out, futures = {}, {}
+    pool = _new_pool(min(workers, len(pairs))) if workers > 0 and pairs and not mp.current_process().daemon else None
+    bar = tqdm(total=len(pairs), desc="grading", disable=not progress)
+    try:
+        for gold, ans in pairs:
+            rule, ng, np_ = _cheap_rules(gold, ans)
+            rule = rule or _needs_math_verify(gold, ans, ng, np_)
+            if rule: out[gold, ans] = rule in ("exact", "normalised"), rule
+            elif pool is not None:
+                futures[pool.schedule(_mv_task, args=(gold, ans, ng, np_), timeout=timeout)] = gold, ans
+                continue
+            else: out[gold, ans] = match_answers(gold, ans, timeout)
+            bar.update()
+        for f in as_completed(futures):
+            out[futures[f]] = _future_rule(f)
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None: pool.stop(); pool.join()
+    return out
+
+def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
+                   benchmark:str|None=None, # "gsm8k" switches on the last-number rule
+                   policies:Iterable[Policy]=POLICIES, # extraction policies to grade under
+                   workers:int|None=None, # worker processes; default one per CPU; 0 grades in this process
+                   judge:Judge|None=None, # consulted in this process for rule misses with an answer
+                   timeout:float=5.0, # hard limit in seconds per comparison
+                   progress:bool=True, # show a tqdm progress bar
+                  ) -> dict[str, list[Verdict]]:
+    "Grade many responses under each policy, in parallel and in order; each distinct (reference, answer) is compared once."
+    rows, policies = [_as_item(it) for it in items], list(policies)
+    golds = [reference_answer(g, benchmark) for _, g, _ in rows]
+    found = {p: [find_answer(resp, benchmark, p) for resp, _, _ in rows] for p in policies}
+    pairs = list(dict.fromkeys((g, a) for p in policies for g, (a, _) in zip(golds, found[p]) if a is not None))
+    done = _compare_all(pairs, (os.cpu_count() or 1) if workers is None else workers, timeout, progress)
+    judged = {}
+    def judge_once(problem, gold, pred):
+        if (problem, gold, pred) not in judged: judged[problem, gold, pred] = judge(problem, gold, pred)
+        return judged[problem, gold, pred]
+    out = {}
+    for p in policies:
+        vs = [Verdict(answer=None, correct=False, decided_by="no_answer", policy=p) if a is None else
+              Verdict(answer=a, correct=done[g, a][0], decided_by=done[g, a][1], extracted_by=how, policy=p)
+              for g, (a, how) in zip(golds, found[p])]
+        out[p] = [_with_judge(v, rows[i][2], golds[i], judge and judge_once) for i, v in enumerate(vs)]
+    return out
+
 def grade_many(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
                benchmark:str|None=None, # "gsm8k" switches on the last-number rule
                workers:int|None=None, # worker processes; default one per CPU; 0 grades in this process
                judge:Judge|None=None, # consulted in this process for rule misses with an answer
                timeout:float=5.0, # hard limit in seconds per comparison
                progress:bool=True, # show a tqdm progress bar
+               policy:Policy="strict", # extraction policy: "strict" (the paper's) or "lenient"
               ) -> list[Verdict]:
     "Grade many responses in parallel, in order."
-    rows = [_as_item(it) for it in items]
-    golds = [reference_answer(g, benchmark) for _, g, _ in rows]
-    out: list[Verdict|None] = [None] * len(rows)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    pool = _new_pool(min(workers, len(rows))) if workers > 0 and rows and not mp.current_process().daemon else None
-    futures, bar = {}, tqdm(total=len(rows), desc="grading", disable=not progress)
-    try:
-        for i, ((resp, _, _), gold) in enumerate(zip(rows, golds)):
-            ans = extract_answer(resp, benchmark)
-            if ans is None: out[i] = Verdict(answer=None, correct=False, decided_by="no_answer")
-            else:
-                rule, ng, np_ = _cheap_rules(gold, ans)
-                rule = rule or _needs_math_verify(gold, ans, ng, np_)
-                if rule: out[i] = Verdict(answer=ans, correct=rule in ("exact", "normalised"), decided_by=rule)
-                elif pool is not None:
-                    futures[pool.schedule(_mv_task, args=(gold, ans, ng, np_), timeout=timeout)] = i, ans
-                    continue
-                else:
-                    ok, rule = match_answers(gold, ans, timeout)
-                    out[i] = Verdict(answer=ans, correct=ok, decided_by=rule)
-            bar.update()
-        for f in as_completed(futures):
-            (i, ans), (ok, rule) = futures[f], _future_rule(f)
-            out[i] = Verdict(answer=ans, correct=ok, decided_by=rule)
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None: pool.stop(); pool.join()
-    return [_with_judge(v, rows[i][2], golds[i], judge) for i, v in enumerate(out)]
+    return grade_policies(items, benchmark, [policy], workers, judge, timeout, progress)[policy]
 
 # %% ../nbs/01_grading.ipynb #7590faf5
 def summarise(verdicts:list[Verdict]) -> dict:
-    "n, correct, accuracy, no-answer rate and counts by deciding rule."
+    "n, correct, accuracy, no-answer rate, counts by deciding rule and by the rule that found the answer."
     n, by = len(verdicts), Counter(v.decided_by for v in verdicts)
     correct = sum(v.correct for v in verdicts)
     return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
-            "no_answer_rate": by["no_answer"] / n if n else 0.0, "by": dict(sorted(by.items()))}
+            "no_answer_rate": by["no_answer"] / n if n else 0.0, "by": dict(sorted(by.items())),
+            "extracted_by": dict(sorted(Counter(v.extracted_by or "none" for v in verdicts).items()))}
 
 # %% ../nbs/01_grading.ipynb #0e05c85a
 EQUIV_CASES = [
@@ -664,9 +863,26 @@ EQUIV_CASES = [
     ('5', '5 \\text{ and } 7', False, 'extra solution'),
     ('\\frac13', '0.\\overline{4}', False, 'wrong repeating decimal'),
     ('\\sqrt{3}', '1.732', False, 'decimal approximation of a root'),
+    ('[2,\\infty)', 'x \\ge 2', True, 'inequality for an interval'),
+    ('x \\in [-2, 7]', '-2 \\le x \\le 7', True, 'interval vs inequality'),
+    ('-2 \\le x \\le 7', 'x \\in [-2,7]', True, 'inequality vs interval'),
+    ('(3,\\infty)', 'x>3', True, 'open ray as inequality'),
+    ('(-\\infty,5]', '5 \\ge x', True, 'reversed inequality'),
+    ('[2,\\infty)', 'x > 2', False, 'strict inequality for a closed end'),
+    ('(-2,7)', '-2 \\le x \\le 7', False, 'closed inequality for an open interval'),
+    ('32349', '32, 349', False, 'list, not thousands'),
+    ('32, 349', '32,349', True, 'list: the reference decides'),
+    ('100, 200', '100,200', True, 'list: the reference decides'),
+    ('14{,}916', '14{, }916', True, 'explicit thousands separator'),
+    ('1,22', '1.22', True, 'decimal comma'),
+    ('0,111', '0.111', True, 'decimal comma, not thousands'),
+    ('0.0000001', '0.0000002', False, 'tiny distinct decimals'),
+    ('10^{-9}', '2\\cdot10^{-9}', False, 'tiny distinct powers'),
+    ('\\frac{1}{7}', '0.142857', True, 'decimal to six significant digits'),
+    ('\\frac{1}{7}', '0.1428', False, 'decimal to four digits'),
+    ('\\frac{\\sqrt{2}}{2}', '0.7071068', True, 'decimal of a root'),
     # equivalent, but beyond every rule here: cases for the judge
     ('3', 'three', True, 'number word'),
-    ('[2,\\infty)', 'x \\ge 2', True, 'inequality for an interval'),
     ('\\text{ellipse}', '\\text{(B) ellipse}', True, 'choice label with the word'),
 ]
 
@@ -684,6 +900,38 @@ def read_harness_jsonl(path) -> list[dict]:
         for resp, pred, score in zip(r["code"], r["pred"], r["score"]):
             rows.append(dict(problem=r["question"], gold=str(r["answer"]), response=resp, their_pred=pred, their_score=bool(score)))
     return rows
+
+# %% ../nbs/01_grading.ipynb #a1e00014
+SUITE_FIELDS = {"id": str, "source": str, "kind": str, "gold": str, "pred": str, "expected": bool}
+
+def read_grader_suite(path) -> list[dict]:
+    "The cases of a public grader test suite file (JSONL: id, source, kind `pair` or `response`, gold, pred, expected)."
+    rows = []
+    for i, r in enumerate(read_jsonl(path), 1):
+        for f, t in SUITE_FIELDS.items():
+            if not isinstance(r.get(f), t): raise JsonlError(path, i, f"expected a {t.__name__}", field=f)
+        if r["kind"] not in ("pair", "response"): raise JsonlError(path, i, "expected 'pair' or 'response'", field="kind")
+        rows.append(r)
+    return rows
+
+def is_prose(s:str) -> bool:
+    "Whether `s` is text around an answer (a box, or a word outside math and LaTeX commands) rather than an answer."
+    if _box_re.search(s): return True
+    bare = re.sub(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", " ", s, flags=re.S)
+    return bool(re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+(?:\{[^{}]*\})?", " ", bare)))
+
+def grade_suite_case(case:dict, # a case of `read_grader_suite`
+                     policy:Policy="lenient", # extraction policy for responses
+                     timeout:float=5.0) -> bool:
+    "mixcot's verdict on a suite case: a pair is matched as two answers, a response graded; a worked-solution gold is read first."
+    gold = (extract_answer(case["gold"], policy="lenient") or case["gold"]) if is_prose(case["gold"]) else case["gold"]
+    if case["kind"] == "pair": return answers_match(gold, case["pred"], timeout)
+    return grade(case["pred"], gold, timeout=timeout, policy=policy).correct
+
+def math_verify_plain(gold:str, pred:str) -> bool:
+    "Baseline on suite cases: math-verify's documented use, `verify(parse(gold), parse(pred))`, default settings, no time limit."
+    try: return bool(verify(parse(gold, parsing_timeout=None), parse(pred, parsing_timeout=None), timeout_seconds=None))
+    except Exception: return False
 
 # %% ../nbs/01_grading.ipynb #244d2645
 RESPONSE_FIELDS = ("response", "code", "completion", "output", "generation", "text")

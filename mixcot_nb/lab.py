@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/lab.html.md"""
 
 # %% ../nbs/09_lab.ipynb #4fea8102
 from __future__ import annotations
-import hashlib, json, random, re, shutil, tempfile, time
+import hashlib, json, random, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,16 +16,18 @@ from tqdm.auto import tqdm
 
 from . import backends
 from .backends import CHATML_TEMPLATE, Completion, Engine, SamplingParams, cut_at_stop
-from .core import StrictModel, iter_jsonl, read_jsonl, write_json, write_jsonl
+from .core import RunDir, StrictModel, iter_jsonl, read_jsonl, temp_dir_beside, write_json, write_jsonl
+from .report import Gate                 # lab_gates' return type; show_doc resolves it
 from .sampling import PAPER_PROMPT, render_prompt
 
 # %% auto #0
-__all__ = ['TASKS', 'HINTS', 'StepKind', 'BOX', 'STYLES', 'STUDENT_SIZES', 'FORMATS', 'Op', 'parse_op', 'fits', 'Puzzle',
-           'parse_puzzle', 'WorldSpec', 'count_forks', 'needed_forks', 'random_puzzle', 'make_world', 'Slip',
-           'trail_forward', 'trail_backward', 'kept', 'trail_answer', 'find_slip', 'write_short', 'write_small',
-           'write_large', 'write_long', 'write_long_clean', 'write_solution', 'LabSettings', 'LabTeacher',
+__all__ = ['TASKS', 'HINTS', 'StepKind', 'BOX', 'STYLES', 'STYLE_PATTERNS', 'STUDENT_SIZES', 'FORMATS', 'Op', 'parse_op', 'fits',
+           'Puzzle', 'parse_puzzle', 'WorldSpec', 'count_forks', 'needed_forks', 'random_puzzle', 'make_world', 'Slip',
+           'trail_forward', 'trail_backward', 'kept', 'trail_answer', 'find_slip', 'forks_at', 'check_line',
+           'write_short', 'write_short_nocheck', 'caught_slip', 'write_long', 'write_long_nocheck', 'flawed_sets',
+           'write_small', 'write_large', 'write_solution', 'in_style', 'dishonest_oks', 'LabSettings', 'LabTeacher',
            'train_tokenizer', 'world_texts', 'write_values', 'pretrain_examples', 'count_params', 'student_recipe',
-           'build_student', 'greedy_accuracy']
+           'build_student', 'greedy_accuracy', 'arm_styles', 'lab_gates']
 
 # %% ../nbs/09_lab.ipynb #70f9af0d
 @dataclass(frozen=True)
@@ -118,9 +120,9 @@ _KIND = {"add": "+", "sub": "-", "mul": "*", "square": "^"}
 
 class WorldSpec(StrictModel):
     "A synthetic world: chains of digit steps mod 10, forward and inverse questions, levels = chain length."
-    seed: int = 0
-    n_train: int = Field(2000, ge=1)
-    n_test: int = Field(200, ge=1)
+    seed: int = 0  # the world's seed: rules, train and test problems
+    n_train: int = Field(2000, ge=1)  # training problems (teachers sample these)
+    n_test: int = Field(200, ge=1)  # held-out test problems (evaluation)
     min_steps: int = Field(2, ge=1)    # easiest level
     max_steps: int = Field(6, ge=1)    # hardest level
     tasks: dict[Literal["forward", "inverse"], float] = {"forward": 0.5, "inverse": 0.5}  # task -> share
@@ -238,9 +240,8 @@ def _misreads(op:Op) -> list[Op]:
     return [Op(flip, op.arg)] + near
 
 def find_slip(p:Puzzle, rng:random.Random, wrong:bool=True) -> Slip|None:
-    "A random slip that changes the answer (`wrong=True`) or that does not need to (a slip a check will catch)."
+    "A random misread step that changes the answer (`wrong=True`) or that does not need to."
     cands = [Slip(i, o) for i, op in enumerate(p.ops) for o in _misreads(op)]
-    cands += [Slip(i, None, d) for i in range(p.level) for d in (1, -1)]
     rng.shuffle(cands)
     truth = p.answer
     for s in cands:
@@ -250,197 +251,198 @@ def find_slip(p:Puzzle, rng:random.Random, wrong:bool=True) -> Slip|None:
         if a != truth: return s
     return None
 
-# %% ../nbs/09_lab.ipynb #7f6a3450
-_SYM = {"+": "+", "-": "-", "*": "*", "^": "^"}
-_WORDS = {"+": "add {a}", "-": "subtract {a}", "*": "multiply by {a}", "^": "square"}
+# %% ../nbs/09_lab.ipynb #8d9affc7
+_SET = lambda xs: ",".join(map(str, xs)) or "none"
 BOX = "Final Answer: \\boxed{{{}}}"
 
-def _set(xs:list[int]) -> str:
-    if not xs: return "none"
-    return ", ".join(map(str, xs[:-1])) + " or " + str(xs[-1]) if len(xs) > 1 else str(xs[0])
+def forks_at(op:Op, targets:list[int]) -> bool:
+    "Whether undoing `op` from `targets` forks or dies: some target has no predecessor, or several."
+    return any(len(op.preimage([t])) != 1 for t in targets)
 
-def _raw(op:Op, v:int, step:int, slip:Slip|None) -> int:
-    "The unreduced value the solver writes for a step (with the slip's misread step and shift)."
-    if slip is None or slip.step != step: return op.raw(v)
-    return (slip.op or op).raw(v) + slip.delta
+def _eqs(op:Op, cands:list[int]) -> str:
+    return ", ".join(f"{c}{op}={op(c)}" for c in cands)
 
-def _calc(op:Op, v:int, raw:int) -> str:
-    return f"{v} * {v} = {raw}" if op.kind == "^" else f"{v} {op.kind} {op.arg} = {raw}"
+def check_line(ops, x:int, result:int) -> str:
+    "The forward check of a start `x` through `ops`: `ok` if it ends at `result`, else `wrong`."
+    v, eqs = x, []
+    for op in ops: eqs.append(f"{v}{op}={op(v)}"); v = op(v)
+    return f"check {', '.join(eqs)} " + ("ok." if v == result else f"wrong, not {result}.")
 
-def _digit(raw:int) -> str:
-    "How a plain solver reduces `raw` mod 10 in words (empty when it is already a digit)."
-    if 0 <= raw <= 9: return ""
-    if raw < 0: return f" Add 10: {raw % 10}."
-    return f" The last digit is {raw % 10}."
+def _ops_with(p:Puzzle, slip:Slip|None) -> list[Op]:
+    "The steps as a solver with `slip` reads them (a misread step replaced)."
+    return [slip.op if slip is not None and slip.step == i and slip.op else op for i, op in enumerate(p.ops)]
 
-def write_short(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
-    "The complete short procedure."
+def write_short(p:Puzzle, rng:random.Random, slip:Slip|None=None, check:bool=True) -> str:
+    "The complete short procedure; inverse: the candidates after undoing each step, then one forward check line."
     if p.task == "forward":
         v = trail_forward(p, slip)
-        body = ", ".join(f"{v[i]}{op}={v[i+1]}" for i, op in enumerate(p.ops)) + "."
-        return f"{body}\n{BOX.format(v[-1])}"
-    sets = trail_backward(p, slip)
-    steps = "; ".join(f"undo {p.ops[i]}: {','.join(map(str, sets[i])) or 'none'}" for i in reversed(range(p.level)))
+        return ", ".join(f"{v[i]}{op}={v[i+1]}" for i, op in enumerate(_ops_with(p, slip))) + f".\n{BOX.format(v[-1])}"
+    sets, ops, ans = trail_backward(p, slip), _ops_with(p, slip), trail_answer(p, slip)
+    steps = "; ".join(f"undo {ops[i]}: {_SET(sets[i])}" for i in reversed(range(p.level)))
+    lines = [f"Back from {p.result}: {steps}; {p.hint}: {_SET(kept(p, slip))}."]
+    if check and ans is not None: lines.append(check_line(ops, ans, p.result))
+    return "\n".join(lines + [f"So x={ans}.", BOX.format(ans)])
+
+def write_short_nocheck(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
+    "Ablation: the short procedure without its check line."
+    return write_short(p, rng, slip, check=False)
+
+# %% ../nbs/09_lab.ipynb #59f11ef2
+def _long_step(op:Op, after:list[int], before:list[int], check:bool) -> str:
+    "One backward step of the long teacher: enumeration at a fork, else the candidates and their forward check."
+    if forks_at(op, after):
+        return f"undo {op} of {_SET(after)}: {_eqs(op, range(10))}: {_SET(before)}."
+    line = f"undo {op}: {_SET(before)}"
+    if not check: return line + "."
+    ok = all(op(c) in after for c in before)
+    return line + f"; check {_eqs(op, before)} " + ("ok." if ok else f"wrong, not {_SET(after)}.")
+
+def _long_search(p:Puzzle, ops:list[Op], sets:list[list[int]], start:int, check:bool) -> list[str]:
+    "Steps `start` down to 0 of a backward search written as `sets` with the steps read as `ops`."
+    return [_long_step(ops[i], sets[i+1], sets[i], check) for i in reversed(range(start + 1))]
+
+def caught_slip(p:Puzzle, rng:random.Random) -> tuple[Slip, str]|None:
+    "A misread step for the long teacher to catch: at the step (`step`: its check fails) or by the final check (`final`)."
+    cands = [Slip(i, o) for i, op in enumerate(p.ops) for o in _misreads(op)]
+    rng.shuffle(cands)
+    truth, sets = p.answer, trail_backward(p)
+    at_step = [s for s in cands if not forks_at(p.ops[s.step], sets[s.step+1])
+               and any(p.ops[s.step](c) not in sets[s.step+1] for c in trail_backward(p, Slip(s.step, s.op))[s.step])]
+    final = [s for s in cands if trail_answer(p, s) not in (None, truth)]
+    kinds = ["step", "final"] if rng.random() < 0.5 else ["final", "step"]
+    for kind in kinds:
+        if (pool := at_step if kind == "step" else final): return pool[0], kind
+    return None
+
+def write_long(p:Puzzle, rng:random.Random, slip:Slip|None=None, check:bool=True, catch_rate:float=0.5) -> str:
+    "Short's lines plus a forward check per step, enumeration at forks and caught slips (at the step or by the final check)."
+    if p.task == "forward": return write_short(p, rng, slip)
+    caught = caught_slip(p, rng) if check and slip is None and rng.random() < catch_rate else None
+    lines = [f"Back from {p.result}."]
+    if caught is None:
+        ops, sets = _ops_with(p, slip), trail_backward(p, slip)
+        lines += _long_search(p, ops, sets, p.level - 1, check)
+    elif caught[1] == "step":
+        s, sets = caught[0], trail_backward(p)
+        bad = trail_backward(p, Slip(s.step, s.op))[s.step]
+        lines += _long_search(p, list(p.ops), sets, p.level - 1, check)
+        k = 1 + p.level - 1 - s.step               # the line of the slipped step
+        good = lines[k]
+        lines[k] = _long_step(p.ops[s.step], sets[s.step+1], bad, True) + " " + good
+        ops, slip = list(p.ops), None
+    else:
+        s = caught[0]
+        wrong_ops, wrong_sets = _ops_with(p, s), trail_backward(p, s)
+        lines += _long_search(p, wrong_ops, wrong_sets, p.level - 1, check)
+        a = trail_answer(p, s)
+        lines += [f"{p.hint}: {_SET(kept(p, s))}.", check_line(p.ops, a, p.result), f"redo from undo {p.ops[s.step]}."]
+        sets = trail_backward(p)
+        lines += _long_search(p, list(p.ops), sets, s.step, check)
+        ops = list(p.ops)
     ans = trail_answer(p, slip)
-    return f"Back from {p.result}: {steps}; {p.hint}: {','.join(map(str, kept(p, slip)))}.\nSo x={ans}.\n{BOX.format(ans)}"
+    lines.append(f"{p.hint}: {_SET(kept(p, slip))}.")
+    if check and ans is not None: lines.append(check_line(ops, ans, p.result))
+    return "\n".join(lines + [f"So x={ans}.", BOX.format(ans)])
 
-def write_small(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
-    "Plain, explicit steps of one operation each, as a small teacher writes them."
-    if p.task == "forward":
-        v, lines = trail_forward(p, slip), [f"We start with {p.start}."]
-        for i, op in enumerate(p.ops):
-            raw = _raw(op, v[i], i, slip)
-            red = f" The last digit is {v[i+1]}." if raw != v[i+1] and raw >= 0 else (f" Add 10: {v[i+1]}." if raw != v[i+1] else "")
-            lines.append(f"Step {i+1}: {_calc(op, v[i], raw)}.{red}")
-        lines.append(f"The result is {v[-1]}.")
-        return "\n".join(lines + [BOX.format(v[-1])])
-    sets, lines = trail_backward(p, slip), [f"We go backward from the result, {p.result}."]
-    for i in reversed(range(p.level)):
-        lines.append(f"Undo step {i+1} ({p.ops[i]}): the digits that give {_set(sets[i+1])} are {_set(sets[i])}.")
-    ans = trail_answer(p, slip)
-    return "\n".join(lines + [f"Keep those where {p.hint}: {_set(kept(p, slip))}.", f"So x is {ans}.", BOX.format(ans)])
+def write_long_nocheck(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
+    "Ablation: the long teacher without its checks (so without caught slips): short's steps and enumeration at forks."
+    return write_long(p, rng, slip, check=False)
 
-# %% ../nbs/09_lab.ipynb #7ba450b1
-def _segments(ops:tuple[Op, ...]) -> list[tuple[int, int]]:
-    "Half-open index ranges: maximal runs of affine steps, and each square alone."
-    segs, i = [], 0
-    while i < len(ops):
-        j = i + 1
-        if ops[i].kind != "^":
-            while j < len(ops) and ops[j].kind != "^": j += 1
-        segs.append((i, j)); i = j
-    return segs
+# %% ../nbs/09_lab.ipynb #1589918d
+def flawed_sets(p:Puzzle, rng:random.Random) -> list[list[int]]|None:
+    "Candidate sets with one flawed step (a spurious or a dropped candidate) that still end at the right answer."
+    sets, truth = trail_backward(p), kept(p)
+    options = []
+    for i in range(p.level):
+        options += [(i, sorted(sets[i] + [d])) for d in range(10) if d not in sets[i]]
+        options += [(i, [c for c in sets[i] if c != d]) for d in sets[i] if len(sets[i]) > 1]
+    rng.shuffle(options)
+    for i, flawed in options:
+        out = [list(s) for s in sets]
+        out[i] = flawed
+        for j in reversed(range(i)): out[j] = p.ops[j].preimage(out[j+1])
+        if [d for d in out[0] if fits(d, p.hint)] == truth: return out
+    return None
 
-def _affine(ops) -> tuple[int, int]:
-    a, b = 1, 0
-    for op in ops:
-        if op.kind == "+": b += op.arg
-        elif op.kind == "-": b -= op.arg
-        else: a, b = a * op.arg, b * op.arg
-    return a, b
+def write_small(p:Puzzle, rng:random.Random, slip:Slip|None=None, flaw_rate:float=0.3) -> str:
+    "Short's notation, with occasional flawed intermediate steps (spurious or dropped candidates) that still reach the answer."
+    if p.task == "forward" or slip is not None or rng.random() >= flaw_rate: return write_short(p, rng, slip)
+    sets = flawed_sets(p, rng)
+    if sets is None: return write_short(p, rng)
+    steps = "; ".join(f"undo {p.ops[i]}: {_SET(sets[i])}" for i in reversed(range(p.level)))
+    ans = p.answer
+    return "\n".join([f"Back from {p.result}: {steps}; {p.hint}: {ans}.", check_line(p.ops, ans, p.result),
+                      f"So x={ans}.", BOX.format(ans)])
 
-def _affine_text(a:int, b:int, var:str="u") -> str:
-    lin = var if a == 1 else f"{a}{var}"
-    return lin if b == 0 else f"{lin} {'+' if b > 0 else '-'} {abs(b)}"
+def _groups(n:int, rng:random.Random) -> list[tuple[int, int]]:
+    "Half-open runs of 2 or 3 consecutive steps covering `range(n)`."
+    out, i = [], 0
+    while i < n:
+        j = min(n, i + rng.choice((2, 3)))
+        out.append((i, j)); i = j
+    return out
 
 def write_large(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
-    "Advanced steps: composed expressions evaluated unreduced, congruences over composed steps."
-    if p.task == "forward":
-        v, parts, i = trail_forward(p, slip), [], 0
-        while i < p.level:
-            j = min(p.level, i + rng.choice((2, 3)))
-            expr, raw = str(v[i]), v[i]
-            for k in range(i, j):
-                op = p.ops[k]
-                raw = _raw(op, raw, k, slip)   # unreduced: each step is compatible with reducing mod 10 at the end
-                expr = f"({expr})^2" if op.kind == "^" else (f"({expr})*{op.arg}" if op.kind == "*" and not expr.isdigit() else f"{expr}{op}")
-            parts.append(f"{expr} = {raw} ≡ {v[j]}")
-            i = j
-        return "Reduce mod 10 after each group of steps: " + "; ".join(parts) + f".\n{BOX.format(v[-1])}"
-    sets, lines = trail_backward(p, slip), [f"Let x be the start. Work backward from {p.result} (mod 10)."]
-    for i, j in reversed(_segments(p.ops)):
-        targets, sols = sets[j], sets[i]
-        if p.ops[i].kind == "^":
-            lines.append(f"u^2 ≡ {_set(targets)}: the squares mod 10 give u ∈ {{{', '.join(map(str, sols))}}}.")
-            continue
-        a, b = _affine(p.ops[i:j])
-        steps = ", ".join(map(str, p.ops[i:j]))
-        lines.append(f"Steps {steps} compose to u -> {_affine_text(a, b)} ≡ {_affine_text(a % 10, b % 10)}; "
-                     f"solving {_affine_text(a % 10, b % 10)} ≡ {_set(targets)} gives u ∈ {{{', '.join(map(str, sols))}}}.")
-    ans = trail_answer(p, slip)
-    return "\n".join(lines + [f"Of x ∈ {{{', '.join(map(str, sets[0]))}}}, {p.hint} leaves x = {ans}.", BOX.format(ans)])
-
-# %% ../nbs/09_lab.ipynb #0643e042
-_WAIT = ("Wait, let me check that.", "Hmm, that does not look right. Let me check.", "Hold on, let me verify this step.")
-
-def _caught(p:Puzzle, rng:random.Random) -> Slip|None:
-    "A wrong step for the long teacher to make and then catch (its answer would be wrong: worth catching)."
-    return find_slip(p, rng, wrong=True)
-
-def _long_forward(p:Puzzle, rng:random.Random, slip:Slip|None, explore:bool) -> list[str]:
-    v = trail_forward(p, slip)
-    out = [f"We start at {p.start} and apply {p.level} steps, keeping only the last digit each time."]
-    if explore:
-        why = "the ^2 step does not combine with the others" if any(o.kind == "^" for o in p.ops) else \
-              "composing them is easy to get wrong with the reductions mod 10"
-        out.append(f"Could I combine all the steps into one formula first? No: {why}. I will go step by step.")
-    catch = _caught(p, rng) if explore else None
-    for i, op in enumerate(p.ops):
-        raw = _raw(op, v[i], i, slip)
-        line = f"Step {i+1}: the value is {v[i]}; apply {op} ({_WORDS[op.kind].format(a=op.arg)}). {_calc(op, v[i], raw)}.{_digit(raw)}"
-        if catch is not None and catch.step == i and not (slip is not None and slip.step == i):
-            bad = _apply(op, v[i], i, catch)
-            if bad != v[i+1]:
-                line = (f"Step {i+1}: the value is {v[i]}; apply {op}. That gives {bad}. {rng.choice(_WAIT)} "
-                        f"{_calc(op, v[i], raw)}.{_digit(raw)} So it is {v[i+1]}, not {bad}.")
-        out.append(line + f" Now the value is {v[i+1]}.")
-    if explore:
-        out.append(f"Let me verify by running the chain again: {' -> '.join(map(str, v))}. The same result, {v[-1]}.")
-    out.append(f"So the result is {v[-1]}.")
-    return out + [BOX.format(v[-1])]
-
-def _long_inverse(p:Puzzle, rng:random.Random, slip:Slip|None, explore:bool) -> list[str]:
-    sets, ans = trail_backward(p, slip), trail_answer(p, slip)
-    out = [f"We need the start digit x, where {p.hint}, such that the chain ends at {p.result}."]
-    if explore:
-        g = rng.choice([d for d in range(10) if d != ans])
-        gv = trail_forward(Puzzle("forward", p.ops, start=g), slip)
-        out.append(f"One way is to try digits forward. Try x = {g}: {' -> '.join(map(str, gv))}. "
-                   + (f"That ends at {gv[-1]}, not {p.result}, so x is not {g}." if gv[-1] != p.result else
-                      f"That ends at {p.result}, but another digit might too.")
-                   + " Trying all ten digits this way is slow; working backward is better.")
-    catch = _caught(p, rng) if explore else None
-    for i in reversed(range(p.level)):
-        op, after, before = p.ops[i], sets[i+1], sets[i]
-        lines = [f"Undo step {i+1} ({op}, {_WORDS[op.kind].format(a=op.arg)}); the value after it is {_set(after)}."]
-        for c in after:
-            pre = sorted({(d + (slip.delta if slip and slip.step == i else 0)) % 10
-                          for d in ((slip.op if slip and slip.step == i and slip.op else op).preimage([c]))})
-            if not pre: lines.append(f"Nothing {'squared' if op.kind == '^' else 'here'} gives {c}: a dead end, drop this branch." if explore
-                                     else f"No digit gives {c}.")
-            elif len(pre) > 1: lines.append(f"{', '.join(map(str, pre[:-1]))} and {pre[-1]} {'both' if len(pre) == 2 else 'all'} give {c}: {'the search forks, keep every branch' if explore else 'keep them all'}.")
-            else: lines.append(f"{pre[0]} gives {c}.")
-        if catch is not None and catch.step == i and not (slip is not None and slip.step == i):
-            bad = sorted({(d + catch.delta) % 10 for d in (catch.op or op).preimage(after)})
-            if bad != before:
-                lines.insert(1, f"So the candidates are {_set(bad)}. {rng.choice(_WAIT)}")
-                lines.append(f"So they are {_set(before)}, not {_set(bad)}.")
-        lines.append(f"Candidates before step {i+1}: {_set(before)}.")
-        out.append(" ".join(lines))
-    out.append(f"The candidates for x are {_set(sets[0])}; keep those where {p.hint}: {_set(kept(p, slip))}.")
-    if explore:
-        check = trail_forward(Puzzle("forward", p.ops, start=ans), slip)
-        out.append(f"Check x = {ans} forward: {' -> '.join(map(str, check))}. It ends at {check[-1]}, as required.")
-    out.append(f"So x = {ans}.")
-    return out + [BOX.format(ans)]
-
-def write_long(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
-    "Long CoT that explores: a rejected alternative, a wrong step caught by a check, branches, re-verification."
-    return "\n".join((_long_forward if p.task == "forward" else _long_inverse)(p, rng, slip, explore=True))
-
-def write_long_clean(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
-    "As long as `write_long` on the same problem, without exploration: finer restated steps and a recap."
-    target = len(write_long(p, random.Random(rng.random()), slip))
-    lines = (_long_forward if p.task == "forward" else _long_inverse)(p, rng, slip, explore=False)
-    body, box = lines[:-2], lines[-2:]
+    "Several steps per line: runs of 2-3 steps undone (or applied) at once, intermediate candidates left out."
+    ops, groups = _ops_with(p, slip), _groups(p.level, rng)
     if p.task == "forward":
         v = trail_forward(p, slip)
-        recap = [f"Recap of step {i+1}: {op} takes {v[i]} to {v[i+1]}." for i, op in enumerate(p.ops)]
-    else:
-        sets = trail_backward(p, slip)
-        recap = [f"Recap of step {i+1}: undoing {p.ops[i]} turns {_set(sets[i+1])} into {_set(sets[i])}." for i in reversed(range(p.level))]
-    k = 0
-    while len("\n".join(body + box)) < target - 20 and k < 4 * len(recap):
-        body.append(recap[k % len(recap)]); k += 1
-    return "\n".join(body + box)
+        return ", ".join(f"{v[i]}{''.join(map(str, ops[i:j]))}={v[j]}" for i, j in groups) + f".\n{BOX.format(v[-1])}"
+    sets, ans = trail_backward(p, slip), trail_answer(p, slip)
+    steps = "; ".join(f"undo {''.join(map(str, ops[i:j]))}: {_SET(sets[i])}" for i, j in reversed(groups))
+    lines = [f"Back from {p.result}: {steps}; {p.hint}: {_SET(kept(p, slip))}."]
+    if ans is not None:
+        v = [ans]
+        for op in ops: v.append(op(v[-1]))
+        lines.append("check " + ", ".join(f"{v[i]}{''.join(map(str, ops[i:j]))}={v[j]}" for i, j in groups) + " ok.")
+    return "\n".join(lines + [f"So x={ans}.", BOX.format(ans)])
 
-# %% ../nbs/09_lab.ipynb #9e7f568c
-STYLES = {"short": write_short, "long": write_long, "long-clean": write_long_clean, "large": write_large, "small": write_small}
+# %% ../nbs/09_lab.ipynb #a634279c
+STYLES = {"short": write_short, "long": write_long, "large": write_large, "small": write_small,
+          "short-nocheck": write_short_nocheck, "long-nocheck": write_long_nocheck}
 
 def write_solution(p:Puzzle, style:str, rng:random.Random, slip:Slip|None=None) -> str:
     "Solve `p` in `style` (a key of `STYLES`) with the solver's `slip`, if any."
     if style not in STYLES: raise ValueError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLES)}")
     return STYLES[style](p, rng, slip)
+
+# %% ../nbs/09_lab.ipynb #a7c8d1d9
+_S, _OP, _EQ = r"(?:\d(?:,\d)*|none)", r"[+\-*^]\d", r"\d(?:[+\-*^]\d)+=\d"
+_HINT = r"x (?:is odd|is even|[<>] \d)"
+_CHECK = rf"check {_EQ}(?:, {_EQ})* (?:ok|wrong, not \d)\."
+_END = r"So x=(?:\d|None)\.\nFinal Answer: \\boxed\{(?:\d|None)\}"
+_STEP = rf"undo {_OP}: {_S}(?:; check {_EQ}(?:, {_EQ})* (?:ok|wrong, not {_S}))?\."
+_LONG_LINE = rf"(?:{_STEP}(?: {_STEP})?|undo {_OP} of {_S}: {_EQ}(?:, {_EQ}){{9}}: {_S}\.|{_HINT}: {_S}\.|{_CHECK}|redo from undo {_OP}\.)"
+_SHORT = rf"Back from \d: undo {_OP}: {_S}(?:; undo {_OP}: {_S})*; {_HINT}: {_S}\."
+_LARGE = rf"(?=[^\n]*undo (?:{_OP}){{2}})Back from \d: undo (?:{_OP})+: {_S}(?:; undo (?:{_OP})+: {_S})*; {_HINT}: {_S}\."
+STYLE_PATTERNS = {                     # style -> its inverse responses, whole (forward responses are short's in every style)
+    "short": rf"{_SHORT}\n{_CHECK}\n{_END}", "short-nocheck": rf"{_SHORT}\n{_END}", "small": rf"{_SHORT}\n{_CHECK}\n{_END}",
+    "long": rf"(?=[\s\S]*check )Back from \d\.\n(?:{_LONG_LINE}\n)+{_END}",
+    "long-nocheck": rf"(?![\s\S]*check )Back from \d\.\n(?:{_LONG_LINE}\n)+{_END}",
+    "large": rf"{_LARGE}\n{_CHECK}\n{_END}"}
+
+_FORWARD = rf"{_EQ}(?:, {_EQ})*\.\nFinal Answer: \\boxed\{{\d\}}"   # a forward response: the same in every style
+
+def in_style(text:str, style:str) -> bool:
+    "Whether a response is written in teacher `style`'s format, whatever its digits (a forward response: any style's)."
+    if style not in STYLE_PATTERNS: raise ValueError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLE_PATTERNS)}")
+    return any(re.fullmatch(pat, text.strip()) is not None for pat in (STYLE_PATTERNS[style], _FORWARD))
+
+def _eval(eq:str) -> tuple[int, int]:
+    "An equation `9+3*2=4` evaluated left to right mod 10: (computed, written)."
+    lhs, rhs = eq.split("=")
+    v = int(lhs[0])
+    for op in re.findall(r"[+\-*^]\d", lhs[1:]): v = parse_op(op)(v)
+    return v, int(rhs)
+
+def dishonest_oks(text:str, p:Puzzle) -> int:
+    "How many `ok` verdicts follow a wrong value: a wrong equation, or a final check that does not end at the result."
+    n = 0
+    for m in re.finditer(rf"check ((?:{_EQ})(?:, {_EQ})*) ok", text):
+        eqs = [_eval(e) for e in m.group(1).split(", ")]
+        chain = m.start() == 0 or text[m.start() - 1] == "\n"        # a whole-chain check line, not a step's check
+        n += any(a != b for a, b in eqs) or (chain and eqs[-1][1] != p.result)
+    return n
 
 # %% ../nbs/09_lab.ipynb #d1885d99
 class LabSettings(StrictModel):
@@ -458,7 +460,7 @@ class LabTeacher(Engine):
     options = ("settings",)
 
     def __init__(self,
-                 model:str,                # the style: short, long, long-clean, large or small
+                 model:str,                # the style: a key of `STYLES`
                  settings:dict|None=None): # `LabSettings` fields
         if model not in STYLES: raise ValueError(f"unknown lab teacher {model!r}; styles: {', '.join(STYLES)}")
         self.style, self.settings = model, LabSettings.model_validate(settings or {})
@@ -503,13 +505,13 @@ class LabTeacher(Engine):
 backends.register_engine(LabTeacher);
 
 # %% ../nbs/09_lab.ipynb #9bb83885
-STUDENT_SIZES = {                      # preset -> config; parameter counts with the default 384-token vocabulary
-    "xxs": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=96),    # ~0.04M
-    "xs": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192),    # ~0.13M
+STUDENT_SIZES = {                      # preset -> config; parameters as measured in one world (the vocabulary is trained per world)
+    "xxs": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=96),    # 39,264
+    "xs": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192),    # 131,776
     "xs-wide": dict(hidden_size=96, num_layers=2, num_heads=4, intermediate_size=288),  # ~0.28M
-    "s": dict(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),    # ~0.69M
-    "m": dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=576),    # ~1.85M
-    "l": dict(hidden_size=256, num_layers=6, num_heads=8, intermediate_size=768),    # ~4.8M
+    "s": dict(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384),    # 690,176
+    "m": dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=576),    # 1,994,688
+    "l": dict(hidden_size=256, num_layers=6, num_heads=8, intermediate_size=768),    # 5,218,048
 }
 
 def train_tokenizer(texts:list[str], vocab_size:int=384):
@@ -545,7 +547,9 @@ def write_values(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
 FORMATS = {**STYLES, "values": write_values}
 
 def pretrain_examples(world_dir:Path, fmt:str="values", n:int=4000, levels:list[int]|None=None,
-                      tasks:list[str]=["forward"], prompt:str=PAPER_PROMPT, seed:int=0) -> list[tuple[str, str]]:
+                      tasks:list[str]=["forward"], prompt:str=PAPER_PROMPT, seed:int=0,
+                      inverse_levels:list[int]|None=None,   # levels of the inverse problems (default: `levels`)
+                      long_share:float=0.0) -> list[tuple[str, str]]:  # share written by the long teacher (inverse problems)
     "`n` fresh (prompt, response) pairs from the world's generator, none of them a training or test problem."
     world_dir = Path(world_dir)
     spec = WorldSpec.model_validate(json.loads((world_dir/"world.json").read_text()))
@@ -554,10 +558,12 @@ def pretrain_examples(world_dir:Path, fmt:str="values", n:int=4000, levels:list[
     rng, out = _rng("pretrain", spec.seed, seed), []
     for _ in range(50 * n):
         if len(out) == n: break
-        p = random_puzzle(spec, rng, rng.choice(tasks), rng.choice(levels))
+        long = rng.random() < long_share
+        task = "inverse" if long else rng.choice(tasks)
+        p = random_puzzle(spec, rng, task, rng.choice(inverse_levels or levels if task == "inverse" else levels))
         if p.text in seen: continue
         seen.add(p.text)
-        out.append((render_prompt(prompt, p.text), FORMATS[fmt](p, random.Random(len(out)))))
+        out.append((render_prompt(prompt, p.text), FORMATS["long" if long else fmt](p, random.Random(len(out)))))
     if len(out) < n: raise ValueError(f"{world_dir}: only {len(out)} distinct {tasks} problems of levels {levels} to pretrain on")
     return out
 
@@ -588,6 +594,8 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
                   pretrain_levels:list[int]|None=None,  # default: 1 up to the world's second-easiest level
                   pretrain_tasks:list[str]=["forward"],
                   pretrain_examples_n:int=4000,    # distinct pretraining problems drawn from the world's generator
+                  pretrain_inverse_levels:list[int]|None=None,  # levels of the inverse ones (default: `pretrain_levels`)
+                  pretrain_long_share:float=0.0,   # share of pretraining examples that are long-style inverse traces
                   prompt:str=PAPER_PROMPT,         # the user turn around each problem, as the mixes write it
                   threads:int|None=1,              # torch CPU threads while pretraining (None: torch's default)
                   progress:bool=True) -> Path:
@@ -598,11 +606,14 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
     if pretrain_format not in FORMATS: raise ValueError(f"unknown pretrain_format {pretrain_format!r}; formats: {', '.join(FORMATS)}")
     recipe = student_recipe(size, world_dir, pretrain_steps=pretrain_steps, seed=seed, arch=arch, vocab_size=vocab_size,
                             batch_size=batch_size, lr=lr, pretrain_format=pretrain_format, pretrain_levels=pretrain_levels,
-                            pretrain_tasks=list(pretrain_tasks), pretrain_examples_n=pretrain_examples_n, prompt=prompt)
+                            pretrain_tasks=list(pretrain_tasks), pretrain_examples_n=pretrain_examples_n, prompt=prompt,
+                            **({"pretrain_inverse_levels": pretrain_inverse_levels} if pretrain_inverse_levels else {}),
+                            **({"pretrain_long_share": pretrain_long_share} if pretrain_long_share else {}))
     marker = out_dir/"mixcot_lab.json"
     if marker.exists() and json.loads(marker.read_text())["recipe"] == recipe: return out_dir
     t0 = time.time()
-    pairs = pretrain_examples(world_dir, pretrain_format, pretrain_examples_n, pretrain_levels, list(pretrain_tasks), prompt, seed)
+    pairs = pretrain_examples(world_dir, pretrain_format, pretrain_examples_n, pretrain_levels, list(pretrain_tasks), prompt, seed,
+                              pretrain_inverse_levels, pretrain_long_share)
     tok = train_tokenizer(world_texts(world_dir, prompt=prompt), vocab_size)
     c = STUDENT_SIZES[size]
     cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
@@ -621,7 +632,7 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
     finally: torch.set_num_threads(old_threads)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = temp_dir_beside(out_dir)
     tok.save_pretrained(tmp); model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(tmp); AutoModelForCausalLM.from_pretrained(tmp)   # loads back as a Hub id would
     write_json(tmp/"mixcot_lab.json", {"recipe": recipe, "params": count_params(model), "examples": len(pairs),
@@ -653,3 +664,58 @@ def greedy_accuracy(model_dir,                     # a student folder
     return {"n": len(problems), "accuracy": round(sum(v.correct for v in verdicts) / len(problems), 3),
             "by_task": by(lambda q: q.subject), "by_level": by(lambda q: q.level),
             "truncated": sum(c[0].finish_reason == "length" for c in comps)}
+
+# %% ../nbs/09_lab.ipynb #fc0625a1
+def arm_styles(recipe:dict, arm:str) -> list[str]:
+    "The teacher styles an arm's training data is written in (a mix: each of its parts'), from a run's recipe."
+    from mixcot_nb.mixing import BUILTIN_MIXES
+    styles = {t["name"]: t["engine"]["model"] for t in recipe["teachers"] if t["engine"]["engine"] == "lab"}
+    custom = {a["name"]: [s["teacher"] for s in a["sources"]] for a in recipe["arms"] if isinstance(a, dict)}
+    roles = recipe.get("roles") or {}
+    names = custom.get(arm) or [roles.get(p, p) for p in BUILTIN_MIXES.get(arm, {arm: 1.0})]
+    return [styles[n] for n in names if n in styles]
+
+def _records(run:RunDir, student:str, arm:str) -> list[dict]:
+    return [r for f in sorted(run.evals(student, arm).glob("*.jsonl")) for r in iter_jsonl(f)]
+
+def lab_gates(run_dir,                     # a lab run's folder (written by `mixcot run`)
+              min_style:float=0.9,         # share of the largest student's outputs that must be in the arm's style
+              max_dishonest:float|None=None,  # largest share of long outputs with an `ok` after a wrong value (None: report only)
+             ) -> list[Gate]:
+    "The lab's own validity gates: every arm's outputs in its teacher's style (largest student), honest long checks."
+    from mixcot_nb.problems import load_problems
+    from mixcot_nb.report import Gate, load_results
+    run = RunDir(run_dir)
+    recipe = json.loads((run.root/"manifest.json").read_text())["recipe"]
+    results = load_results(run)
+    params = {s: json.loads(f.read_text())["params"] for s in {k.split(".")[0] for k in results}
+              if (f := run.root/"bases"/s/"mixcot_lab.json").exists()}
+    if not params: return []
+    top = max(params, key=params.get)
+    problems = {q.id: parse_puzzle(q.problem) for b, path in recipe["eval"].get("data", {}).items()
+                for q in load_problems(b, path=path)}
+    gates = []
+    arms = dict.fromkeys(a for s in results if s.split(".")[0] == top for a in results[s] if a != "base")
+    for arm in arms:
+        styles, recs = arm_styles(recipe, arm), [r for s in results if s.split(".")[0] == top for r in _records(run, s, arm)]
+        if not styles or not recs:
+            gates.append(Gate(name=f"style:{arm}", passed=False, detail=f"{top}: not computed ({'no lab teacher' if not styles else 'no records'})"))
+            continue
+        share = sum(any(in_style(r["response"], st) for st in styles) for r in recs) / len(recs)
+        gates.append(Gate(name=f"style:{arm}", passed=share >= min_style,
+                          detail=f"{top} ({params[top]:,} parameters): {100 * share:.1f}% of {len(recs)} outputs in "
+                                 f"{' or '.join(styles)} style (at least {100 * min_style:g}%)"))
+    longs = [(s, a) for s in results for a in results[s] if a != "base" and "long" in arm_styles(recipe, a)]
+    seen = dishonest = 0
+    for s, a in longs:
+        for r in _records(run, s, a):
+            p = problems.get(r["problem_id"])
+            if p is None or "check" not in r["response"]: continue
+            seen += 1; dishonest += dishonest_oks(r["response"], p) > 0
+    if longs:
+        share = dishonest / seen if seen else 0.0
+        gates.append(Gate(name="check-honesty", passed=max_dishonest is None or share <= max_dishonest,
+                          detail=f"outputs of arms with long data that write an `ok` after a wrong value: {dishonest} of {seen}"
+                                 + (f" ({100 * share:.1f}%)" if seen else "")
+                                 + (f" (at most {100 * max_dishonest:g}%)" if max_dishonest is not None else "; reported, not a criterion")))
+    return gates

@@ -6,52 +6,68 @@ Docs: https://mixcot.github.io/mixcot/mixing.html.md"""
 
 # %% ../nbs/05_mixing.ipynb #90629512
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, shutil, tempfile, warnings
+import contextlib, hashlib, json, os, random, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict, deque
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
-import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj
+import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, yaml
 from pydantic import Field, model_validator
 
-from .core import (Problem, RunDir, StrictModel, Trace, check_name, progress_bars, read_jsonl, write_json,
+from .core import (Problem, RunDir, StrictModel, Trace, UnknownNameError, check_name, lock_file, progress_bars, read_jsonl,
+                            temp_dir_beside, write_json,
                             write_jsonl)
 from .problems import decontaminate, load_problems
 from .sampling import PAPER_PROMPT, TraceStore, render_prompt
 
+if TYPE_CHECKING: import datasets
+
 # %% auto #0
-__all__ = ['BUILTIN_MIXES', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts', 'fetch_texts', 'allocate',
-           'assign', 'example_messages', 'render_prompts', 'build_mix', 'mix_lengths', 'mix_stats', 'plot_lengths',
-           'save_mix', 'load_mix', 'export_alpaca', 'MixRecipe', 'run_mixing']
+__all__ = ['BUILTIN_MIXES', 'PAIRS', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts', 'fetch_texts',
+           'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'mix_lengths', 'mix_stats',
+           'plot_lengths', 'mix_card', 'save_mix', 'load_mix', 'export_alpaca', 'export_mix', 'MixRecipe', 'run_mixing']
 
 # %% ../nbs/05_mixing.ipynb #8db43ab4
 class MixSource(StrictModel):
     "One source of a mix: a filter over a teacher's traces, and its share."
-    teacher: str
-    weight: float = Field(gt=0)
+    teacher: str  # a teacher of the trace store
+    weight: float = Field(gt=0)  # its share of the mix (weights are normalised)
     correct_only: bool = True          # rejection sampling: keep graded-correct responses only
     drop_truncated: bool = True        # drop responses that hit the teacher's token limit
 
+def _renamed_overlength(data):
+    "Accept the old key `over_length` with a warning: the one spelling is `overlength`, as in training recipes."
+    if isinstance(data, dict) and "over_length" in data:
+        if "overlength" in data: raise ValueError("over_length: renamed to overlength; give overlength only")
+        warnings.warn("`over_length` is renamed `overlength` (the training recipes' spelling); the old key will be removed",
+                      FutureWarning, stacklevel=2)
+        data = {("overlength" if k == "over_length" else k): v for k, v in data.items()}
+    return data
+
 class MixSpec(StrictModel):
     "One arm's data: sources, weights, how problems are pooled and how long responses may be."
-    name: str
+    name: str  # the arm's name: its folder under `mixes/`
     sources: list[MixSource] = Field(min_length=1)
-    pool: Literal["intersection", "union"] = "intersection"
+    pool: Literal["intersection", "union"] = "intersection"  # problems every source answered (the paper), or any
+    pool_with: list[str] = []          # more teachers whose solved problems bound the pool (the arm's pair: paired arms)
     per_problem: int = Field(1, ge=1)  # responses per problem (intersection pool)
-    seed: int = 42
+    seed: int = 42  # seed of the per-problem assignment
     prompt: str = PAPER_PROMPT         # the user turn of each example
     tokenizer: str | None = None       # the student's tokenizer (Hub id or path), for `max_tokens`
     max_tokens: int | None = Field(None, ge=1)  # budget for a whole example, measured with `tokenizer`
-    over_length: Literal["drop", "keep", "error"] = "drop"
+    overlength: Literal["drop", "keep", "error"] = "drop"  # an example over `max_tokens`: dropped (counted), kept, or an error
     decontaminate: list[str] = []      # evaluation sets (registry names) to remove overlapping problems against
     eval_data: dict[str, str] = {}     # local copies of those sets, by name (default: the Hub)
+
+    _renamed = model_validator(mode="before")(_renamed_overlength)
 
     @model_validator(mode="after")
     def _check(self):
         check_name(self.name, "mix name")
         teachers = [s.teacher for s in self.sources]
         if len(set(teachers)) != len(teachers): raise ValueError(f"a teacher appears twice in mix {self.name!r}")
+        if both := set(teachers) & set(self.pool_with): raise ValueError(f"pool_with: {sorted(both)} already a source of mix {self.name!r}")
         if self.max_tokens is not None and self.tokenizer is None: raise ValueError("max_tokens needs the student's tokenizer")
         return self
 
@@ -63,13 +79,20 @@ class MixSpec(StrictModel):
 # %% ../nbs/05_mixing.ipynb #8a3e36cd
 BUILTIN_MIXES = {"long": {"long": 1.0}, "short": {"short": 1.0}, "large": {"large": 1.0}, "small": {"small": 1.0},
                  "mix-long": {"long": 0.2, "short": 0.8}, "mix-large": {"large": 0.2, "small": 0.8}}
+PAIRS = {"long": "short", "short": "long", "large": "small", "small": "large"}   # the paper's two comparisons
 
-def builtin_mix(name:str, roles:dict[str, str], **kw) -> MixSpec:
+def builtin_mix(name:str, roles:dict[str, str],
+                paired:bool=True,      # pool with the other role of the arm's pair (the paper's design); False: own pool
+                **kw) -> MixSpec:
     "The paper's arm `name`, with its roles (`long`, `short`, `large`, `small`) bound to teacher names."
-    if name not in BUILTIN_MIXES: raise KeyError(f"unknown built-in mix {name!r}; built-in: {', '.join(BUILTIN_MIXES)}")
-    missing = [r for r in BUILTIN_MIXES[name] if r not in roles]
-    if missing: raise KeyError(f"mix {name!r} needs a teacher for role(s) {missing}")
-    return MixSpec(name=name, sources=[MixSource(teacher=roles[r], weight=w) for r, w in BUILTIN_MIXES[name].items()], **kw)
+    if name not in BUILTIN_MIXES: raise UnknownNameError(f"unknown built-in mix {name!r}; built-in: {', '.join(BUILTIN_MIXES)}")
+    own = list(BUILTIN_MIXES[name])
+    mates = sorted({PAIRS[r] for r in own} - set(own)) if paired else []
+    if missing := [r for r in own + mates if r not in roles]:
+        why = " (the pool of a paired arm; `paired: false` keeps the arm's own)" if set(missing) <= set(mates) else ""
+        raise UnknownNameError(f"mix {name!r} needs a teacher for role(s) {missing}{why}")
+    return MixSpec(name=name, sources=[MixSource(teacher=roles[r], weight=w) for r, w in BUILTIN_MIXES[name].items()],
+                   pool_with=[roles[r] for r in mates], **kw)
 
 # %% ../nbs/05_mixing.ipynb #abf44270
 _META = pa.schema([("teacher", pa.string()), ("problem_id", pa.string()), ("sample_idx", pa.int64()),
@@ -298,10 +321,10 @@ def _apply_budget(spec:MixSpec, store:TraceStore, teacher:str, t:pa.Table, cands
     keep = defaultdict(list)
     for p, idx in cands.items():
         for i in idx:
-            if spec.max_tokens is None or lengths[i] <= spec.max_tokens or spec.over_length == "keep": keep[p].append(i)
-            elif spec.over_length == "error":
+            if spec.max_tokens is None or lengths[i] <= spec.max_tokens or spec.overlength == "keep": keep[p].append(i)
+            elif spec.overlength == "error":
                 raise ValueError(f"mix {spec.name!r}: {teacher} response to {p} has {lengths[i]} tokens > max_tokens {spec.max_tokens}")
-            else: dropped[(teacher, "over_length")] += 1
+            else: dropped[(teacher, "overlength")] += 1
     return keep, lengths
 
 def _decontaminate(spec:MixSpec, candidates:dict, problems:_Problems, dropped:Counter):
@@ -348,37 +371,56 @@ def _assemble(spec:MixSpec, store:TraceStore, tables:dict, rows:list, problems:_
     return pa.concat_tables(parts)
 
 # %% ../nbs/05_mixing.ipynb #dce81368
+def _bound_pool(spec:MixSpec, candidates:dict, dropped:Counter) -> set[str]|None:
+    "Keep the sources' candidates on problems every `pool_with` teacher has too; return those problems (None: unbounded)."
+    if not spec.pool_with: return None
+    bound = set.intersection(*(set(candidates[t]) for t in spec.pool_with))
+    for s in spec.sources:
+        for p in [p for p in candidates[s.teacher] if p not in bound]: dropped[(s.teacher, "unpaired")] += len(candidates[s.teacher].pop(p))
+    return bound
+
+def _pool(spec:MixSpec, candidates:dict) -> list[str]:
+    "The problems the arm draws from: every source's (intersection) or any source's (union), within the pair's bound."
+    sets = [set(p for p, rs in candidates[s.teacher].items() if len(rs) >= spec.per_problem) for s in spec.sources]
+    return sorted(set.intersection(*sets) if spec.pool == "intersection" else set.union(*sets))
+
 def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=None, progress:bool=True) -> dict:
     "Build mix `spec` from the trace store of `run` into `mixes/<name>/`; return its stats."
     run = run if isinstance(run, RunDir) else RunDir(run)
     store = TraceStore(run)
+    sources = spec.sources + [MixSource(teacher=t, weight=1) for t in spec.pool_with]   # pool teachers: default filters
     with ThreadPoolExecutor(os.cpu_count()) as ex:   # every source and the problems at once: Arrow parses without the GIL
-        scans = [ex.submit(scan_traces, store, s.teacher) for s in spec.sources]
+        scans = [ex.submit(scan_traces, store, s.teacher) for s in sources]
         problems = _Problems.of(problems) if problems is not None else ex.submit(_Problems.read, run).result()
         scans = [x.result() for x in scans]
     dropped, tables, candidates, lengths, scanned = Counter(), {}, {}, {}, {}
-    for s, t in zip(spec.sources, scans):
+    for s, t in zip(sources, scans):
         scanned[s.teacher] = len(t)
         t = _eligible(t, s, dropped)
         if unknown := problems.find(t["problem_id"]).null_count:
             missing = t["problem_id"].filter(pc.is_null(problems.find(t["problem_id"])))
-            raise KeyError(f"{unknown} problem ids of teacher {s.teacher!r} are not among the run's problems, e.g. {missing[0]}")
+            raise UnknownNameError(f"{unknown} problem ids of teacher {s.teacher!r} are not among the run's problems, e.g. {missing[0]}")
         pids = t["problem_id"].to_pylist()
         tables[s.teacher], cand = t, defaultdict(list)
         for i, p in enumerate(pids): cand[p].append(i)
         candidates[s.teacher] = cand
     if spec.tokenizer is not None:
-        for s in spec.sources:
+        for s in sources:
             candidates[s.teacher], lengths[s.teacher] = _apply_budget(spec, store, s.teacher, tables[s.teacher],
                                                                       candidates[s.teacher], problems, dropped)
     decon = _decontaminate(spec, candidates, problems, dropped) if spec.decontaminate else None
-    for s in spec.sources:
+    eligible = {s.teacher: len(candidates[s.teacher]) for s in sources}
+    _bound_pool(spec, candidates, dropped)
+    for s in sources:
         if not candidates[s.teacher]:
             why = ", ".join(f"{n} {r}" for (t, r), n in dropped.items() if t == s.teacher and n)
             raise ValueError(f"mix {spec.name!r}: no eligible response from {s.teacher} ({scanned[s.teacher]} traces: {why})")
-    table = _assemble(spec, store, tables, assign(candidates, spec), problems, lengths)
-    stats = mix_stats(spec, table, dropped, candidates, decon)
-    save_mix(run.mix(spec.name), table, stats, progress=progress)
+    pool = _pool(spec, candidates)
+    table = _assemble(spec, store, tables, assign({s.teacher: candidates[s.teacher] for s in spec.sources}, spec), problems, lengths)
+    stats = mix_stats(spec, table, dropped, {s.teacher: candidates[s.teacher] for s in spec.sources}, decon) | {
+        "pool": {"teachers": [s.teacher for s in sources], "paired_with": spec.pool_with, "problems": len(pool),
+                 "eligible_problems": eligible, "hash": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:16]}}
+    save_mix(run.mix(spec.name), table, stats, spec=spec, progress=progress)
     return stats
 
 # %% ../nbs/05_mixing.ipynb #8d5c31dd
@@ -418,16 +460,51 @@ def plot_lengths(table:pa.Table, stats:dict, path:Path|None=None):
     return fig
 
 # %% ../nbs/05_mixing.ipynb #6a382dbb
-def save_mix(path:Path, table:pa.Table, stats:dict, progress:bool=True) -> Path:
-    "Write a mix folder atomically: `dataset/`, `stats.json`, `lengths.png`."
-    from datasets import Dataset
+def mix_card(stats:dict, spec:MixSpec|None=None, data_file:str="data/train.parquet") -> str:
+    "The mix folder's `README.md`: a dataset card with the data files for `load_dataset`, counts, pool and recipe."
+    meta = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
+            "task_categories": ["text-generation"], "language": ["en"], "tags": ["mixcot", "chain-of-thought", "distillation"]}
+    rows = [f"| {t} | {stats['weights'].get(t, 0):.2f} | {n} | {stats['share_per_source'][t]:.3f} | "
+            f"{stats['eligible_problems_per_source'].get(t, 0)} | {stats['length_per_source'][t].get('median', '')} |"
+            for t, n in stats["rows_per_source"].items()]
+    recipe = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True).strip() if spec else "(not recorded)"
+    pool = f"{spec.pool}, {spec.per_problem} response(s) per problem, seed {spec.seed}" if spec else "(not recorded)"
+    dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items()) or "none"
+    return "\n".join(["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# Mix `{stats['name']}`", "",
+        f"An SFT dataset built by [mixcot](https://github.com/mixcot/mixcot): {stats['rows']} rows over {stats['problems']} "
+        "problems, one conversation per row (`messages`: the user turn with the problem, the teacher's response), with "
+        "`problem_id`, `teacher`, `sample_idx` and `tokens` (the student's token count, where a tokenizer was given).", "",
+        f"| source | weight | rows | share | eligible problems | median length ({stats['length_unit']}) |", "|---|---|---|---|---|---|",
+        *rows, "", f"Pool: {pool}. Dropped: {dropped}. Decontaminated problems: {stats['decontaminated_problems']}.", "",
+        "Load it with `datasets.load_dataset(\"<this folder>\")`. The arm's recipe (`mixcot_nb.mixing.MixSpec`):", "",
+        "```yaml", recipe, "```", ""])
+
+def save_mix(path:Path, table:pa.Table, stats:dict, spec:MixSpec|None=None, progress:bool=True) -> Path:
+    "Write a mix folder atomically: `data/train-<fingerprint>.parquet`, `README.md`, `dataset/`, `stats.json`, `lengths.png`."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    with lock_file(path.with_name(f".{path.name}.lock"), f"mix {path}"):   # one writer: leftovers are safe to remove
+        for p in _leftovers(path): shutil.rmtree(p, ignore_errors=True)
+        return _save_mix(path, table, stats, spec, progress)
+
+def _leftovers(path:Path) -> list[Path]:
+    "The temporary (`.<name>.XXXXXXXX`) and replaced (`.<name>.old`) folders a killed `save_mix` of `path` left."
+    pre = f".{path.name}."
+    return [p for p in path.parent.glob(".*") if p.is_dir() and p.name.startswith(pre)
+            and ((rest := p.name[len(pre):]) == "old" or (len(rest) == 8 and "." not in rest))]
+
+def _save_mix(path:Path, table:pa.Table, stats:dict, spec:MixSpec|None, progress:bool) -> Path:
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+    tmp = temp_dir_beside(path)
     try:
-        fingerprint = hashlib.sha1(json.dumps([str(path.resolve()), stats], sort_keys=True).encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha1(json.dumps([str(path.resolve()), stats, spec and spec.model_dump(mode="json")],
+                                              sort_keys=True).encode()).hexdigest()[:16]
         with progress_bars(progress): Dataset(table, fingerprint=fingerprint).save_to_disk(str(tmp/"dataset"))
         write_json(tmp/"stats.json", stats)
+        data_file = f"data/train-{fingerprint}.parquet"   # a name per content: `load_dataset` caches by file name
+        (tmp/"data").mkdir()
+        pq.write_table(table, tmp/data_file)
+        (tmp/"README.md").write_text(mix_card(stats, spec, data_file), encoding="utf-8")
         plot_lengths(table, stats, tmp/"lengths.png")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -448,25 +525,39 @@ def export_alpaca(path, dest) -> Path:
     batches = load_mix(path).select_columns(["messages"]).iter(batch_size=1024)
     return write_jsonl(dest, ({"problem": m[0]["content"], "solution": m[1]["content"]} for b in batches for m in b["messages"]))
 
+_EXPORTS = {"messages": lambda m: {"messages": m},
+            "alpaca": lambda m: {"instruction": m[0]["content"], "input": "", "output": m[1]["content"]},
+            "sharegpt": lambda m: {"conversations": [{"from": "human", "value": m[0]["content"]}, {"from": "gpt", "value": m[1]["content"]}]},
+            "paper": lambda m: {"problem": m[0]["content"], "solution": m[1]["content"]}}
+
+def export_mix(path, dest, format:str="messages") -> Path:
+    "Write mix `path` as JSONL in `format`: `messages`, `alpaca`, `sharegpt` or `paper` (`problem`/`solution`)."
+    if format not in _EXPORTS: raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(_EXPORTS)}")
+    batches = load_mix(path).select_columns(["messages"]).iter(batch_size=1024)
+    return write_jsonl(dest, (_EXPORTS[format](m) for b in batches for m in b["messages"]))
+
 # %% ../nbs/05_mixing.ipynb #2ae60d4c
 class MixRecipe(StrictModel):
     "The arms of one experiment."
-    run_dir: str
-    roles: dict[Literal["long", "short", "large", "small"], str] = {}
-    arms: list[str | MixSpec]
+    run_dir: str = Field(min_length=1)  # the run's folder: traces are read from it, mixes written to `<run_dir>/mixes/`
+    roles: dict[Literal["long", "short", "large", "small"], str] = {}  # the teacher in each role of the built-in arms
+    arms: list[str | MixSpec]  # built-in arm names (long, short, large, small, mix-long, mix-large) or full `MixSpec`s
+    paired: bool = True                # built-in arms draw from their pair's pool (the paper's design); False: each its own
     tokenizer: str | None = None
     max_tokens: int | None = Field(None, ge=1)
-    over_length: Literal["drop", "keep", "error"] = "drop"
+    overlength: Literal["drop", "keep", "error"] = "drop"
     seed: int = 42
     prompt: str = PAPER_PROMPT
     decontaminate: list[str] = []
     eval_data: dict[str, str] = {}
 
+    _renamed = model_validator(mode="before")(_renamed_overlength)
+
     def specs(self) -> list[MixSpec]:
         "Every arm as a `MixSpec`, built-ins bound to `roles` and the shared defaults applied."
-        shared = dict(tokenizer=self.tokenizer, max_tokens=self.max_tokens, over_length=self.over_length, seed=self.seed, prompt=self.prompt,
+        shared = dict(tokenizer=self.tokenizer, max_tokens=self.max_tokens, overlength=self.overlength, seed=self.seed, prompt=self.prompt,
                       decontaminate=self.decontaminate, eval_data=self.eval_data)
-        return [builtin_mix(a, self.roles, **shared) if isinstance(a, str) else a for a in self.arms]
+        return [builtin_mix(a, self.roles, self.paired, **shared) if isinstance(a, str) else a for a in self.arms]
 
 def run_mixing(recipe:MixRecipe, only:list[str]|None=None, progress:bool=True) -> dict[str, dict]:
     "Build every arm of `recipe` (or those named in `only`); return stats per arm."

@@ -6,32 +6,37 @@ Docs: https://mixcot.github.io/mixcot/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #8c4c95cf
 from __future__ import annotations
-import contextlib, fcntl, fnmatch, hashlib, json, os, shutil, sys, time
+import contextlib, fnmatch, hashlib, json, os, shutil, sys, time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from .core import RecipeError, RunDir, StrictModel, append_jsonl, check_name, load_recipe, progress_bars, write_json
+from .core import (MixcotError, RecipeError, RunDir, StrictModel, UnknownNameError, append_jsonl, check_name, load_recipe, lock_file,
+                            progress_bars, write_json)
 from .mixing import MixRecipe, MixSpec
 from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 
 # %% auto #0
-__all__ = ['VERSIONED', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit', 'unit_keys',
-           'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'package_versions', 'write_manifest',
-           'select', 'run_experiment', 'load_experiment', 'experiment_status', 'format_status']
+__all__ = ['VERSIONED', 'MODEL_SHAPES', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit',
+           'unit_keys', 'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'package_versions',
+           'write_manifest', 'select', 'run_experiment', 'load_experiment', 'experiment_status', 'format_status',
+           'ResourceSpec', 'model_shape', 'train_memory', 'serve_memory', 'unit_resources', 'plan_rows',
+           'slurm_scripts']
 
 # %% ../nbs/10_pipeline.ipynb #e742656e
 class StudentSpec(StrictModel):
     "One student: a Hub id or local path (or how to build it), its size for the report, and its own training settings."
-    name: str
-    model_name_or_path: str | None = None
+    name: str  # the student's name in unit ids and folders
+    model_name_or_path: str | None = None  # Hub id or local folder of the base model
     build: dict | None = None                # or build it here: `mixcot_nb.lab.build_student` settings (lab students)
     params: float | None = Field(None, gt=0)  # parameter count, for the gap-against-size figure
     train: dict = {}                         # overrides of the experiment's `train` (merged key by key, `sft` too)
+    launcher: dict | None = None             # overrides the experiment's `launcher` (`training.LaunchSpec` fields)
+    eval: dict = {}                          # overrides of the experiment's `eval` (e.g. engine tensor_parallel_size, max_model_len)
 
     @model_validator(mode="after")
     def _check(self):
@@ -45,19 +50,22 @@ class StudentSpec(StrictModel):
 
 class ExperimentRecipe(StrictModel):
     "One experiment: teachers x arms x students x benchmarks."
-    run_dir: str
-    seed: int = 42
+    run_dir: str = Field(min_length=1)  # the run's folder: world, traces, mixes, models, evals, report, manifest
+    seed: int = Field(42, ge=0, lt=2**32)  # the experiment's seed: sampling, mixing, and training unless `seeds` is given
     problems: ProblemSource = ProblemSource()
     teachers: list[TeacherSpec] = Field(min_length=1)
-    chunk_size: int = Field(64, ge=1)
-    roles: dict[Literal["long", "short", "large", "small"], str] = {}
+    chunk_size: int | None = Field(None, ge=1)  # problems per round of engine calls (sampling, evaluation)
+    roles: dict[Literal["long", "short", "large", "small"], str] = {}  # the teacher in each role of the built-in arms
     arms: list[str | MixSpec] = Field(min_length=1)
-    mix: dict = {}                           # shared mix settings: tokenizer, max_tokens, over_length, decontaminate, ...
+    mix: dict = {}                           # shared mix settings: paired, tokenizer, max_tokens, overlength, decontaminate, ...
     students: list[StudentSpec] = Field(min_length=1)
     train: dict = {}                         # training settings shared by every student
-    seeds: list[int] = []                    # training seeds: every (student, arm) is fine-tuned once per seed (default: `seed`)
+    arm_train: dict[str, dict] = {}          # per-arm overrides of `train` (e.g. the Mix arms' batch, packing); a student's own win
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = []  # training seeds: every (student, arm) is fine-tuned once per seed (default: `seed`)
     budgets: dict[str, dict] = {}            # budget rules by name, each `train` overrides (e.g. equal steps, equal tokens)
     eval: dict = {}                          # evaluation settings: engine, benchmarks, data, limit, n, max_new_tokens, ...
+    launcher: dict | None = None             # how training units run: `training.LaunchSpec` fields (None: in this process)
+    resources: dict = {}                     # the node and the Slurm settings: `ResourceSpec` fields
     eval_base: bool = False                  # also evaluate every student before fine-tuning (arm `base`)
     world: dict | None = None                # the lab's world (`mixcot_nb.lab.WorldSpec`), written to <run_dir>/world/
 
@@ -67,6 +75,8 @@ class ExperimentRecipe(StrictModel):
                             ("seeds", self.seeds)):
             if len(set(names)) != len(names): raise ValueError(f"{what} must be unique: {names}")
         for b in self.budgets: check_name(b, "budget rule")
+        if "base" in [a if isinstance(a, str) else a.name for a in self.arms]:
+            raise ValueError("arms: the name 'base' is reserved for the students before fine-tuning (`eval_base`); rename the arm")
         return self
 
 @dataclass
@@ -86,7 +96,8 @@ def replicas(r:ExperimentRecipe) -> list[Replica]:
             for seed in r.seeds or [r.seed]:
                 name = ".".join([s.name] + ([budget] if budget else []) + ([f"s{seed}"] if r.seeds else []))
                 train = _deep_merge(_deep_merge(r.budgets.get(budget, {}), s.train), {"seed": seed})
-                spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train)
+                spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train,
+                                   launcher=s.launcher, eval=s.eval)
                 out.append(Replica(spec, s, budget, seed))
     return out
 
@@ -103,7 +114,7 @@ def _validate(model, data:dict, where:str, source:str):
         raise RecipeError("\n".join(lines)) from None
 
 # %% ../nbs/10_pipeline.ipynb #adc9909c
-class PipelineError(RuntimeError):
+class PipelineError(MixcotError, RuntimeError):
     "A unit that cannot run now: its inputs are missing, or another process is running it."
 
 @dataclass
@@ -117,6 +128,7 @@ class Unit:
     run: Callable[[dict, bool], dict] | None = None  # given the finished dependencies' results and whether to show
                                               # progress bars, returns this unit's result
     check: Callable[[], object] | None = None  # validates the stage recipe before anything runs
+    info: dict = field(default_factory=dict)  # what `unit_resources` reads: model, engine, judge, launch
 
     def __repr__(self): return f"Unit({self.id!r}, deps={self.deps})"
 
@@ -170,13 +182,14 @@ def _sample_unit(r:ExperimentRecipe, t:TeacherSpec, hashes:dict) -> Unit:
     files = [r.problems.path] + ([t.import_from.path] if t.import_from else [])
     config = {"teacher": t.model_dump(mode="json"), "problems": r.problems.model_dump(mode="json"), "seed": r.seed,
               "data": {f: hashes.get(f) for f in files if f}}
-    return Unit(f"sample:{t.name}", "sample", config, _world_dep(r), [run.traces(t.name)], go)
+    info = {"model": t.engine.model, "engine": t.engine.model_dump(mode="json", exclude_defaults=True) | {"engine": t.engine.engine}} if t.engine else {}
+    return Unit(f"sample:{t.name}", "sample", config, _world_dep(r), [run.traces(t.name)], go, info=info)
 
 def _mix_unit(r:ExperimentRecipe, spec:MixSpec, recipe:MixRecipe) -> Unit:
     def go(_, progress:bool):
         from mixcot_nb.mixing import run_mixing
         return run_mixing(recipe, only=[spec.name], progress=progress)[spec.name]
-    deps = [f"sample:{s.teacher}" for s in spec.sources]
+    deps = [f"sample:{t}" for t in [s.teacher for s in spec.sources] + spec.pool_with]
     return Unit(f"mix:{spec.name}", "mix", {"spec": spec.model_dump(mode="json")}, deps, [RunDir(r.run_dir).mix(spec.name)], go)
 
 # %% ../nbs/10_pipeline.ipynb #3225d229
@@ -185,33 +198,46 @@ def _base_dep(s:StudentSpec) -> list[str]: return [f"base:{s.name}"] if s.build 
 def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
     s = rep.spec
     run = RunDir(r.run_dir)
-    config = _deep_merge(_deep_merge({"seed": r.seed}, r.train), s.train)
+    config = _deep_merge(_deep_merge(_deep_merge({"seed": r.seed}, r.train), r.arm_train.get(arm, {})), s.train)
     config.update(model_name_or_path=s.model_path(r.run_dir), dataset=str(run.mix(arm)), output_dir=str(run.model(s.name, arm)))
-    where = f"students[{s.name}].train" if s.train else "train"
+    where = f"students[{s.name}].train" if s.train else f"arm_train.{arm}" if arm in r.arm_train else "train"
     def recipe():
         from mixcot_nb.training import TrainRecipe
         return _validate(TrainRecipe, config, where, source)
+    launch = s.launcher if s.launcher is not None else r.launcher
+    uid = f"train:{s.name}:{arm}"
+    def launcher():
+        from mixcot_nb.training import LaunchSpec
+        return _validate(LaunchSpec, launch, f"students[{s.name}].launcher" if s.launcher is not None else "launcher", source)
+    def check(): recipe(); launch is None or launcher()
     def go(_, progress:bool):
-        from mixcot_nb.training import run_training
-        return run_training(recipe(), progress=progress)
-    return Unit(f"train:{s.name}:{arm}", "train", config, [f"mix:{arm}"] + _base_dep(rep.student), [run.model(s.name, arm)], go, recipe)
+        from mixcot_nb.training import launch_training, run_training
+        if launch is None or _world()[1] > 1: return run_training(recipe(), progress=progress)   # already a launched rank
+        return launch_training(recipe(), launcher(), Path(r.run_dir)/"logs"/f"{uid.replace(':', '__')}.log", progress)
+    key = config if launch is None else {**config, "world_size": launch.get("num_processes", 1) * launch.get("nodes", 1),
+                                         "accelerate_config": launch.get("config_file")}
+    return Unit(uid, "train", key, [f"mix:{arm}"] + _base_dep(rep.student), [run.model(s.name, arm)], go, check,
+                {"model": rep.student.model_path(r.run_dir), "launch": launch})
 
 def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict) -> Unit:
     s = rep.spec
     run = RunDir(r.run_dir)
-    base = {"seed": r.seed, **r.eval, "output_dir": str(run.evals(s.name, arm))}
-    config = {**base, "data_hashes": {k: hashes.get(v) for k, v in r.eval.get("data", {}).items()}}
+    ev = _deep_merge(r.eval, s.eval)
+    base = {"seed": r.seed, **ev, "output_dir": str(run.evals(s.name, arm))}
+    config = {**base, "data_hashes": {k: hashes.get(v) for k, v in ev.get("data", {}).items()}}
     if arm == "base": config["model"] = s.model_path(r.run_dir)
     deps = _world_dep(r) + ([f"train:{s.name}:{arm}"] if arm != "base" else _base_dep(rep.student))
     def recipe(model:str=s.model_path(r.run_dir), adapter:str|None=None):
         from mixcot_nb.evaluation import EvalRecipe
-        return _validate(EvalRecipe, {**base, "model": model, "adapter": adapter}, "eval", source)
+        return _validate(EvalRecipe, {**base, "model": model, "adapter": adapter}, f"students[{s.name}].eval" if s.eval else "eval", source)
     def go(done:dict, progress:bool):
         from mixcot_nb.evaluation import run_eval
         trained = done.get(f"train:{s.name}:{arm}", {})
         model, adapter = trained.get("model_path", s.model_path(r.run_dir)), trained.get("adapter_path")
         return {"summaries": run_eval(recipe(model, adapter), progress=progress)}
-    return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe)
+    eng = ev.get("engine", {"engine": "transformers"})
+    info = {"model": rep.student.model_path(r.run_dir), "engine": {"engine": eng} if isinstance(eng, str) else eng, "judge": ev.get("judge")}
+    return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe, info)
 
 def report_groups(r:ExperimentRecipe) -> tuple[dict, dict|None]:
     "`build_report`'s `students` (name -> parameters) and `groups` (replica -> student, budget rule, seed) for `r`."
@@ -224,7 +250,11 @@ def _report_unit(r:ExperimentRecipe, evals:list[str]) -> Unit:
     students, groups = report_groups(r)
     def go(_, progress:bool):
         from mixcot_nb.report import build_report
-        return {"page": str(build_report(r.run_dir, students=students, groups=groups))}
+        extra = []
+        if r.world is not None:                # a lab run: the lab's own gates (style per arm, check honesty)
+            from mixcot_nb.lab import lab_gates
+            extra = lab_gates(r.run_dir)
+        return {"page": str(build_report(r.run_dir, students=students, groups=groups, extra_gates=extra))}
     return Unit("report", "report", {"students": students, "groups": groups}, evals, [RunDir(r.run_dir).report], go)
 
 # %% ../nbs/10_pipeline.ipynb #d14fefa6
@@ -240,9 +270,11 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     mix = _validate(MixRecipe, {"run_dir": r.run_dir, "roles": r.roles, "arms": r.arms, "seed": r.seed, **r.mix}, "mix", source)
     try: specs = mix.specs()
     except KeyError as e: raise RecipeError(f"{source}: arms: {e.args[0]}") from None
+    if unknown := sorted(set(r.arm_train) - {s.name for s in specs}):
+        raise RecipeError(f"{source}: arm_train: {unknown} not among the arms {[s.name for s in specs]}")
     teachers = {t.name for t in r.teachers}
     for s in specs:
-        if unknown := [x.teacher for x in s.sources if x.teacher not in teachers]:
+        if unknown := [t for t in [x.teacher for x in s.sources] + s.pool_with if t not in teachers]:
             raise RecipeError(f"{source}: arms: arm {s.name!r} reads teacher(s) {unknown} that the recipe does not sample")
     units = ([_world_unit(r, source)] if r.world else []) + [_base_unit(r, s) for s in r.students if s.build]
     units += [_sample_unit(r, t, hashes) for t in r.teachers]
@@ -271,15 +303,16 @@ class UnitState:
 def _log(run_dir, **event):
     append_jsonl(Path(run_dir)/"units"/"events.jsonl", [{"time": round(time.time(), 3), **event}])
 
+_held = set()      # unit lock files this process holds: opening one again and closing it would drop the POSIX lock
+
 @contextlib.contextmanager
 def _unit_lock(run_dir, unit_id:str):
-    path = Path(run_dir)/"units"/f"{unit_id.replace(':', '__')}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: raise PipelineError(f"unit {unit_id} is running in another process") from None
+    "Hold unit `unit_id`'s lock (POSIX: a forked grading worker does not keep it); `StoreLocked` naming the holder's pid."
+    path = (Path(run_dir)/"units"/f"{unit_id.replace(':', '__')}.lock").resolve()
+    with lock_file(path, f"unit {unit_id}"):
+        _held.add(path)
         try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+        finally: _held.discard(path)
 
 # %% ../nbs/10_pipeline.ipynb #d642ddce
 VERSIONED = ("mixcot", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "math-verify")
@@ -316,7 +349,7 @@ def select(units:list[Unit], only:list[str]|None) -> list[Unit]:
     if not only: return units
     picked = [u for u in units if any(fnmatch.fnmatchcase(u.id, p) for p in only)]
     if unmatched := [p for p in only if not any(fnmatch.fnmatchcase(u.id, p) for u in units)]:
-        raise KeyError(f"no unit matches {unmatched}; units look like {', '.join(u.id for u in units[:3])}, ...")
+        raise UnknownNameError(f"--only: no unit matches {unmatched}; units look like {', '.join(u.id for u in units[:3])}, ...")
     return picked
 
 def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict, progress:bool) -> dict:
@@ -327,9 +360,11 @@ def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict, p
     _log(r.run_dir, unit=u.id, key=key, event="start")
     try: result = u.run(done, progress)
     except BaseException as e:
-        state.save(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 2))
+        state.save(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 2),
+                   **({"launch": e.launch} if hasattr(e, "launch") else {}))
         _log(r.run_dir, unit=u.id, key=key, event="failed")
         raise
+    if isinstance(result, dict) and "launch" in result: state.save(launch=result["launch"])   # command, log, exit status
     state.save(status="done", result=result, finished=time.time(), seconds=round(time.time() - t0, 2),
                completions=(state["completions"] or 0) + 1)
     _log(r.run_dir, unit=u.id, key=key, event="done")
@@ -356,8 +391,9 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
     if lead: write_manifest(r, units, keys, source, hashes)
     t0, ran = time.time(), []
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="units", unit="unit", disable=not (progress and lead))
-    with progress_bars(progress and lead):     # the libraries' own bars too (loading, saving, datasets)
+    with progress_bars(False):               # one bar for the run: the units' own bars and the libraries' stay off
         for u in pending:
+            states.update({d: UnitState(r.run_dir, d) for d in u.deps})   # as they are now: another run may have moved on
             if not_done := [d for d in u.deps if not states[d].done(keys[d])]:
                 raise PipelineError(f"unit {u.id} needs {', '.join(not_done)}, which has not finished under the current "
                                     f"recipe; run those first (mixcot run RECIPE --only {not_done[0]})")
@@ -366,7 +402,9 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
             if not lead: u.run(done, False)
             else:
                 with _unit_lock(r.run_dir, u.id):
-                    try: _run_unit(r, u, keys[u.id], states[u.id], done, progress)
+                    states[u.id] = UnitState(r.run_dir, u.id)
+                    if states[u.id].done(keys[u.id]): bar.update(); continue   # another run finished it since we planned
+                    try: _run_unit(r, u, keys[u.id], states[u.id], done, False)
                     finally: write_manifest(r, units, keys, source, hashes)
             ran.append(u.id)
             bar.update()
@@ -378,6 +416,16 @@ def load_experiment(path) -> ExperimentRecipe:
     return load_recipe(path, ExperimentRecipe)
 
 # %% ../nbs/10_pipeline.ipynb #f868cad8
+def _holder_alive(run_dir, uid:str) -> bool:
+    "Whether the process whose pid is in unit `uid`'s lock file is alive (a killed `mixcot run` leaves the unit `running`)."
+    path = (Path(run_dir)/"units"/f"{uid.replace(':', '__')}.lock").resolve()
+    if path in _held: return True
+    try:
+        os.kill(int(path.read_text().split()[0]), 0)
+        return True
+    except PermissionError: return True           # alive, another user's
+    except (OSError, ValueError, IndexError): return False
+
 def experiment_status(run_dir) -> dict:
     "Each unit's state under the manifest's keys, and counts per status."
     run = RunDir(run_dir)
@@ -387,6 +435,7 @@ def experiment_status(run_dir) -> dict:
     for uid, row in manifest["units"].items():
         s = UnitState(run_dir, uid)
         status = s["status"] if s["key"] == row["key"] else ("stale" if s["key"] else "pending")
+        if status == "running" and not _holder_alive(run_dir, uid): status = "killed"   # its process died mid-unit
         units[uid] = {**row, "status": status, "seconds": s["seconds"]}
     counts = {}
     for u in units.values(): counts[u["status"]] = counts.get(u["status"], 0) + 1
@@ -395,7 +444,7 @@ def experiment_status(run_dir) -> dict:
 def format_status(status:dict) -> str:
     "The status as text: counts, the data units, and a student x arm grid of train/eval states."
     units = status["units"]
-    short = {"done": "done", "pending": "-", "running": "RUN", "failed": "FAIL", "stale": "stale"}
+    short = {"done": "done", "pending": "-", "running": "RUN", "killed": "KILLED", "failed": "FAIL", "stale": "stale"}
     lines = [f"{status['run_dir']}: " + ", ".join(f"{n} {k}" for k, n in sorted(status["counts"].items()))]
     for stage in ("world", "base", "sample", "mix"):
         row = [f"{uid.split(':', 1)[-1]} {short[u['status']]}" for uid, u in units.items() if u["stage"] == stage]
@@ -412,3 +461,185 @@ def format_status(status:dict) -> str:
         lines += [s.ljust(width) + "".join(cell(s, a).ljust(13) for a in arms) for s in students]
     if "report" in units: lines.append(f"report {short[units['report']['status']]}")
     return "\n".join(lines)
+
+# %% ../nbs/10_pipeline.ipynb #37df57a7
+_TIME = {"world": "1:00:00", "base": "4:00:00", "sample": "24:00:00", "mix": "2:00:00", "train": "48:00:00",
+         "eval": "12:00:00", "report": "1:00:00"}
+
+class ResourceSpec(StrictModel):
+    "The machines units run on: one node's GPUs and memory, and Slurm's partitions and time limits."
+    gpus_per_node: int = Field(8, ge=1)
+    gpu_memory_gb: float = Field(80, gt=0)   # one GPU's memory
+    mem_gb: int = Field(1000, ge=1)          # host memory of one node
+    cpus_per_node: int = Field(96, ge=1)
+    gpu_partition: str | None = None         # Slurm partition for sampling, training and evaluation
+    cpu_partition: str | None = None         # Slurm partition for world, base, mix and report (no GPU)
+    cpu_mem_gb: int = Field(64, ge=1)        # host memory of a CPU unit
+    cpus_per_cpu_unit: int = Field(8, ge=1)
+    time: dict[str, str] = {}                # Slurm time limit per stage (default `_TIME`)
+    account: str | None = None
+
+# layers, hidden, heads, kv heads, head dim, intermediate, vocab, tied embeddings (the models' config.json)
+MODEL_SHAPES = {
+    "Qwen/Qwen2.5-0.5B-Instruct": (24, 896, 14, 2, 64, 4864, 151936, True),
+    "Qwen/Qwen2.5-1.5B-Instruct": (28, 1536, 12, 2, 128, 8960, 151936, True),
+    "Qwen/Qwen2.5-3B-Instruct": (36, 2048, 16, 2, 128, 11008, 151936, True),
+    "Qwen/Qwen2.5-7B-Instruct": (28, 3584, 28, 4, 128, 18944, 152064, False),
+    "Qwen/Qwen2.5-14B-Instruct": (48, 5120, 40, 8, 128, 13824, 152064, False),
+    "Qwen/Qwen2.5-32B-Instruct": (64, 5120, 40, 8, 128, 27648, 152064, False),
+    "Qwen/QwQ-32B-Preview": (64, 5120, 40, 8, 128, 27648, 152064, False),
+    "Qwen/Qwen2.5-72B-Instruct": (80, 8192, 64, 8, 128, 29568, 152064, False),
+    "meta-llama/Llama-3.2-1B-Instruct": (16, 2048, 32, 8, 64, 8192, 128256, True),
+    "meta-llama/Llama-3.2-3B-Instruct": (28, 3072, 24, 8, 128, 8192, 128256, True),
+    "meta-llama/Llama-3.1-8B-Instruct": (32, 4096, 32, 8, 128, 14336, 128256, False),
+    "meta-llama/Llama-3.3-70B-Instruct": (80, 8192, 64, 8, 128, 28672, 128256, False)}
+_SHAPE_KEYS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab", "tied")
+
+def model_shape(model:str) -> dict|None:
+    "The shape of `model` (its local `config.json`, else `MODEL_SHAPES`) and its parameter count; None if unknown."
+    cfg = Path(model)/"config.json"
+    if cfg.exists():
+        c = json.loads(cfg.read_text())
+        c = c.get("text_config", c)
+        heads = c["num_attention_heads"]
+        s = dict(zip(_SHAPE_KEYS, (c["num_hidden_layers"], c["hidden_size"], heads, c.get("num_key_value_heads", heads),
+                                   c.get("head_dim") or c["hidden_size"] // heads, c["intermediate_size"], c["vocab_size"],
+                                   c.get("tie_word_embeddings", False))))
+    elif model in MODEL_SHAPES: s = dict(zip(_SHAPE_KEYS, MODEL_SHAPES[model]))
+    else: return None
+    h, d = s["hidden"], s["head_dim"]
+    layer = h * d * (2 * s["heads"] + 2 * s["kv_heads"]) + 3 * h * s["intermediate"]
+    s["params"] = s["layers"] * layer + s["vocab"] * h * (1 if s["tied"] else 2)
+    s["lora_all_linear_per_rank"] = s["layers"] * (2 * h + 2 * s["heads"] * d + 2 * (h + s["kv_heads"] * d) + 3 * (h + s["intermediate"]))
+    return s
+
+# %% ../nbs/10_pipeline.ipynb #8482cbad
+_GB = 1e9
+_OVERHEAD_GB = 3.0        # CUDA context, allocator slack, communication buffers
+
+def train_memory(shape:dict, strategy:str, world:int, train:dict,
+                 offload:set[str]=frozenset()) -> dict[str, float]:  # what ZeRO moves to CPU memory: optimizer, param
+    "Estimated GB per GPU of one training run: weights, gradients, optimizer state, activations, overhead, total."
+    sft = train.get("sft", {})
+    p, mode = shape["params"], train.get("mode", "full")
+    shard = world if strategy in ("zero3", "fsdp") else 1
+    if mode == "full":
+        w, g, o = {"zero3": (2, 2, 12), "fsdp": (4, 4, 8)}.get(strategy, (2, 2, 4))   # bytes per parameter
+        weights, grads, optim = w * p / shard, g * p / shard, o * p / shard
+    else:
+        t = train.get("lora", {}).get("r", 16) * shape["lora_all_linear_per_rank"]    # adapter parameters (all-linear)
+        weights = (0.55 if mode == "qlora" else 2) * p / shard + 4 * t
+        grads, optim = 4 * t, 8 * t
+    if "optimizer" in offload: optim = 0.0
+    if "param" in offload: weights = 2 * p / shape["layers"]          # one layer gathered at a time
+    s, b, h, L = sft.get("max_length", 1024), sft.get("per_device_train_batch_size", 8), shape["hidden"], shape["layers"]
+    ckpt = sft.get("gradient_checkpointing", sft.get("activation_checkpointing", True))
+    acts = (2 * L + 34) * s * b * h if ckpt else 34 * L * s * b * h   # bf16; flash/sdpa attention (no s^2 term)
+    if not sft.get("use_liger_kernel"): acts += 2 * 4 * s * b * shape["vocab"]       # fp32 logits and their gradient
+    out = {"weights": weights, "gradients": grads, "optimizer": optim, "activations": acts}
+    out = {k: round(v / _GB, 1) for k, v in out.items()} | {"overhead": _OVERHEAD_GB}
+    return out | {"total": round(sum(out.values()), 1)}
+
+def serve_memory(shape:dict, gpu_memory_gb:float, tensor_parallel_size:int=1, gpu_memory_utilization:float=0.9,
+                 max_model_len:int|None=None) -> dict[str, float]:
+    "Estimated GB per GPU of a vLLM engine: bf16 weights, the KV cache left under the utilisation, and how many full-length sequences it holds."
+    tp = tensor_parallel_size
+    weights = 2 * shape["params"] / tp / _GB
+    kv = gpu_memory_gb * gpu_memory_utilization - weights - _OVERHEAD_GB
+    per_token = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * 2 / tp / _GB
+    length = max_model_len or 32768
+    return {"weights": round(weights, 1), "kv_cache": round(kv, 1), "overhead": _OVERHEAD_GB,
+            "sequences": max(0, int(kv / (per_token * length))), "max_model_len": length}
+
+# %% ../nbs/10_pipeline.ipynb #a665dff1
+def _engine_gpus(eng:dict) -> int:
+    "GPUs one engine takes: tensor x data x pipeline parallel (vLLM), one (transformers), none (a client of served models)."
+    if eng.get("engine") == "transformers": return 0 if eng.get("device") == "cpu" else 1
+    if eng.get("engine") != "vllm": return 0
+    extra = eng.get("engine_args", {})
+    return (eng.get("tensor_parallel_size", 1) * eng.get("data_parallel_size", extra.get("data_parallel_size", 1))
+            * eng.get("pipeline_parallel_size", extra.get("pipeline_parallel_size", 1)))
+
+def unit_resources(u:Unit, res:ResourceSpec) -> dict:
+    "What unit `u` asks of the cluster (GPUs, nodes, CPUs, host memory, partition, time) and its memory estimate."
+    gpus, nodes, launcher, memory = 0, 1, None, None
+    if u.stage == "train" and u.info.get("launch"):
+        from mixcot_nb.training import LaunchSpec
+        ls = LaunchSpec(**u.info["launch"])
+        gpus, nodes, launcher = ls.num_processes, ls.nodes, f"{ls.world_size} x {ls.strategy()}" + "".join(f"+offload_{o}" for o in sorted(ls.offload()))
+        if shape := model_shape(u.info["model"]): memory = train_memory(shape, ls.strategy(), ls.world_size, u.config, ls.offload())
+    elif u.stage == "train": gpus, launcher = 1, "in-process"
+    elif u.stage in ("sample", "eval") and (eng := u.info.get("engine")):
+        gpus = max(_engine_gpus(eng), _engine_gpus(u.info["judge"]) if u.info.get("judge") else 0)   # one, then the other
+        if u.info.get("judge"): launcher = "judge after student"
+        if eng.get("engine") == "vllm" and (shape := model_shape(u.info["model"])):
+            memory = serve_memory(shape, res.gpu_memory_gb, eng.get("tensor_parallel_size", 1),
+                                  eng.get("gpu_memory_utilization", 0.9), eng.get("max_model_len"))
+    if gpus > res.gpus_per_node: raise RecipeError(f"unit {u.id}: needs {gpus} GPUs per node; resources.gpus_per_node is {res.gpus_per_node}")
+    fits = None if memory is None else (memory.get("total", 0) <= res.gpu_memory_gb if "total" in memory else memory["sequences"] >= 1)
+    return {"gpus": gpus, "nodes": nodes, "launcher": launcher, "memory": memory, "fits": fits,
+            "cpus": max(1, res.cpus_per_node * gpus // res.gpus_per_node) if gpus else res.cpus_per_cpu_unit,
+            "mem_gb": res.mem_gb * gpus // res.gpus_per_node if gpus else res.cpu_mem_gb,
+            "partition": res.gpu_partition if gpus else res.cpu_partition, "time": {**_TIME, **res.time}[u.stage]}
+
+def _memory_text(m:dict|None, gpu_gb:float) -> str:
+    if m is None: return ""
+    if "total" in m:
+        return ("per GPU " + " + ".join(f"{k} {m[k]}" for k in ("weights", "gradients", "optimizer", "activations", "overhead"))
+                + f" = {m['total']} of {gpu_gb:g} GB" + ("" if m["total"] <= gpu_gb else "  DOES NOT FIT"))
+    return (f"per GPU weights {m['weights']} + KV cache {m['kv_cache']} GB: {m['sequences']} sequences of {m['max_model_len']} tokens"
+            + ("" if m["sequences"] >= 1 else "  DOES NOT FIT"))
+
+def plan_rows(r:ExperimentRecipe, units:list[Unit], states:dict[str, str], source:str="<recipe>") -> list[str]:
+    "One tab-separated line per unit: id, state, launcher, resources, memory estimate against the GPU's memory."
+    res = _validate(ResourceSpec, r.resources, "resources", source)
+    rows = []
+    for u in units:
+        x = unit_resources(u, res)
+        where = (f"{x['gpus']} GPU" + ("" if x["nodes"] == 1 else f" x {x['nodes']} nodes") if x["gpus"] else "CPU") + f", {x['mem_gb']} GB host"
+        rows.append("\t".join([u.id, states[u.id], x["launcher"] or "", where, _memory_text(x["memory"], res.gpu_memory_gb)]).rstrip("\t"))
+    return rows
+
+# %% ../nbs/10_pipeline.ipynb #10dc0cd3
+def _sbatch(u:Unit, x:dict, res:ResourceSpec, recipe_file:str, log_dir:Path) -> str:
+    "The batch script of one unit: its own resources; a multi-node training unit runs one launcher per node."
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=mixcot-{u.id}", f"#SBATCH --nodes={x['nodes']}", "#SBATCH --ntasks-per-node=1",
+             f"#SBATCH --cpus-per-task={x['cpus']}", f"#SBATCH --mem={x['mem_gb']}G", f"#SBATCH --time={x['time']}",
+             f"#SBATCH --output={log_dir}/{u.id.replace(':', '__')}-%j.out"]
+    if x["gpus"]: lines.append(f"#SBATCH --gpus-per-node={x['gpus']}")
+    if x["partition"]: lines.append(f"#SBATCH --partition={x['partition']}")
+    if res.account: lines.append(f"#SBATCH --account={res.account}")
+    if u.stage == "train": lines.append("#SBATCH --requeue")
+    lines += ["set -euo pipefail", f"cd {Path.cwd()}"]
+    if x["nodes"] > 1:     # every node runs a launcher; each rank runs the unit in-process, rank 0 keeps its state
+        from mixcot_nb.training import LaunchSpec
+        ls = LaunchSpec(**u.info["launch"])
+        lines += ['MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+                  "srun --kill-on-bad-exit=1 bash -c \"python -m accelerate.commands.launch"
+                  + (f" --config_file {ls.config_file}" if ls.config_file else " --multi_gpu")
+                  + f" --num_machines {ls.nodes} --num_processes {ls.world_size} --machine_rank \\$SLURM_NODEID"
+                  + f" --main_process_ip $MASTER_ADDR --main_process_port {ls.main_process_port or 29500} --rdzv_backend c10d"
+                  + f" -m mixcot_nb.cli run {recipe_file} --only '{u.id}'\""]
+    else: lines.append(f"mixcot run {recipe_file} --only '{u.id}'")
+    return "\n".join(lines) + "\n"
+
+def slurm_scripts(r:ExperimentRecipe, recipe_file, out_dir, source:str="<recipe>") -> Path:
+    "Write one batch script per unit not yet done into `out_dir`, and `submit.sh`, which submits each after only its own inputs."
+    res = _validate(ResourceSpec, r.resources, "resources", source)
+    out, logs = Path(out_dir), Path(r.run_dir).resolve()/"logs"/"slurm"
+    out.mkdir(parents=True, exist_ok=True)
+    units = plan(r, source)
+    keys = unit_keys(units)
+    todo = [u for u in units if not UnitState(r.run_dir, u.id).done(keys[u.id])]
+    submit = ["#!/bin/bash", "# Submit every unit not done, each after only the units it reads (afterok): one failure stops only",
+              "# what depends on it; the rest runs. Generated by `mixcot run RECIPE --slurm DIR`; rerun it after a failure.",
+              "set -euo pipefail", f"mkdir -p {logs}", "declare -A job"]
+    pending = {u.id for u in todo}
+    for u in todo:
+        name = u.id.replace(":", "__") + ".sbatch"
+        (out/name).write_text(_sbatch(u, unit_resources(u, res), res, str(Path(recipe_file).resolve()), logs))
+        after = ":".join(f"${{job[\"{d}\"]}}" for d in u.deps if d in pending)
+        dep = f" --dependency=afterok:{after} --kill-on-invalid-dep=yes" if after else ""
+        submit += [f"job[\"{u.id}\"]=$(sbatch --parsable{dep} {out.resolve()/name})", f'echo "{u.id}: job ${{job[\"{u.id}\"]}}"']
+    (out/"submit.sh").write_text("\n".join(submit) + "\n")
+    return out/"submit.sh"

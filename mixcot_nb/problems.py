@@ -13,7 +13,7 @@ from typing import Any, Iterable, Literal
 
 from tqdm.auto import tqdm
 
-from .core import Problem, StrictModel, iter_jsonl, problem_id
+from .core import MixcotError, Problem, StrictModel, UnknownNameError, iter_jsonl, problem_id
 from .grading import last_boxed
 
 # %% auto #0
@@ -80,7 +80,7 @@ for _spec in [
 def get_dataset_spec(name:str) -> DatasetSpec:
     "The registered spec called `name`."
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
+        raise UnknownNameError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 # %% ../nbs/02_problems.ipynb #8fa35262
@@ -108,7 +108,7 @@ def level_str(value:Any) -> str|None:
     return m.group(0) if m else None
 
 # %% ../nbs/02_problems.ipynb #b21e0e21
-class RowError(ValueError):
+class RowError(MixcotError, ValueError):
     "A source row that cannot become a `Problem`."
 
 def _pick(row:dict, names:list[str]):

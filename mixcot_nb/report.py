@@ -1,4 +1,4 @@
-"""The learnability-gap report: accuracy of every arm, the Long CoT and Large teacher gaps with confidence intervals, Mix Distillation gains, lengths and truncation, figures, and the paper's published numbers beside a run.
+"""The learnability-gap report: the run's validity gates, accuracy of every arm, the Long CoT and Large teacher gaps with confidence intervals, Mix Distillation gains, lengths and truncation, figures, and the paper's published numbers beside a run.
 
 Docs: https://mixcot.github.io/mixcot/report.html.md"""
 
@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import RunDir, iter_jsonl, write_json
+from .core import RunDir, StrictModel, iter_jsonl, write_json
 from .evaluation import PAPER_BENCHMARKS, paper_average
 
 # %% auto #0
 __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'paper_run', 'load_results',
-           'report_benchmarks', 'arm_average', 'gap_interval', 'student_size', 'accuracy_table', 'gap_table',
-           'gain_table', 'length_table', 't_interval', 'pool_replicates', 'plot_gaps', 'plot_accuracy',
-           'response_lengths', 'plot_lengths', 'md_table', 'write_csv', 'paper_student', 'build_report']
+           'report_benchmarks', 'arm_average', 'compare_arms', 'gap_interval', 'student_size', 'accuracy_table',
+           'gap_table', 'gain_table', 'length_table', 't_interval', 'pool_replicates', 'Gate', 'generic_gates',
+           'format_gates', 'plot_gaps', 'plot_accuracy', 'response_lengths', 'plot_lengths', 'md_table', 'write_csv',
+           'paper_student', 'build_report']
 
 # %% ../nbs/08_report.ipynb #d2b59f8a
 ARMS = ["long", "short", "large", "small", "mix-long", "mix-large"]
@@ -71,7 +72,7 @@ def load_results(run_dir) -> dict[str, dict[str, dict]]:
     out = {}
     evals = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).root/"evals"
     for d in sorted(evals.glob("*__*")) if evals.exists() else []:
-        student, _, arm = d.name.partition("__")
+        student, arm = RunDir.split(d.name)     # at the last `__`: a student's name may hold one, an arm's never
         f = d/"summary.json"
         if not f.exists(): warnings.warn(f"{d}: no summary.json; skipped"); continue
         try: s = json.loads(f.read_text())
@@ -110,38 +111,57 @@ def _per_problem(d:Path, bench:str) -> dict[str, float]|None:
         for r in iter_jsonl(f): acc.setdefault(r["problem_id"], []).append(bool(r["correct"]))
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
-def gap_interval(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> tuple[float|None, float|None, str]:
-    "95% interval (percent) of `P_a - P_b` over `benchmarks`: paired bootstrap over problems, else normal approximation."
+def compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
+    "`P_a - P_b` (percent) over `benchmarks` with a 95% interval, paired on the problems both arms were evaluated on."
+    out = {"P_a": arm_average(a, benchmarks), "P_b": arm_average(b, benchmarks), "diff": None, "lo": None, "hi": None,
+           "ci": "none", "shared": None, "warning": None}
+    if out["P_a"] is None or out["P_b"] is None: return out
+    out["diff"] = out["P_a"] - out["P_b"]
     pa = [_per_problem(a["_dir"], x) if "_dir" in a else None for x in benchmarks]
     pb = [_per_problem(b["_dir"], x) if "_dir" in b else None for x in benchmarks]
-    if benchmarks and all(x is not None for x in pa + pb):
-        rng, total = np.random.default_rng(seed), np.zeros(n_boot)
-        for da, db in zip(pa, pb):
+    if all(x is not None for x in pa + pb):
+        rng, total, means, notes = np.random.default_rng(seed), np.zeros(n_boot), [], []
+        for x, da, db in zip(benchmarks, pa, pb):
             ids = sorted(set(da) & set(db))
-            if not ids: return None, None, "none"
+            if set(da) != set(db): notes.append(f"{x}: {len(da)} vs {len(db)} problems, {len(ids)} shared")
+            if not ids: return out | {"diff": None, "warning": "; ".join(notes) + "; no shared problems, no gap"}
             diff = np.array([da[i] - db[i] for i in ids])
+            means.append((np.mean([da[i] for i in ids]), np.mean([db[i] for i in ids])))
             total += diff[rng.integers(0, len(ids), size=(n_boot, len(ids)))].mean(axis=1)
         g = 100 * total / len(benchmarks)
-        return float(np.quantile(g, 0.025)), float(np.quantile(g, 0.975)), "paired_bootstrap"
+        out |= {"lo": float(np.quantile(g, 0.025)), "hi": float(np.quantile(g, 0.975)), "ci": "paired_bootstrap",
+                "shared": sum(len(set(da) & set(db)) for da, db in zip(pa, pb))}
+        if notes:   # different problem sets: both averages and the gap on the shared problems only
+            out["P_a"], out["P_b"] = (100 * float(np.mean(v)) for v in zip(*means))
+            out |= {"diff": out["P_a"] - out["P_b"], "warning": "; ".join(notes) + "; compared on the shared problems only"}
+        return out
+    counts = [(x, a["benchmarks"][x].get("problems") or a["benchmarks"][x].get("n"),
+               b["benchmarks"][x].get("problems") or b["benchmarks"][x].get("n")) for x in benchmarks]
+    notes = [f"{x}: {na} vs {nb} problems" for x, na, nb in counts if na and nb and na != nb]
+    if notes: out["warning"] = "; ".join(notes) + "; no per-item records to pair on, so the sets may differ beyond their sizes"
     ses = [_se(s["benchmarks"][x]) for s in (a, b) for x in benchmarks]
-    if not benchmarks or any(v is None for v in ses): return None, None, "none"
-    gap = arm_average(a, benchmarks) - arm_average(b, benchmarks)
+    if any(v is None for v in ses): return out
     half = 1.959964 * 100 * math.sqrt(sum(v * v for v in ses)) / len(benchmarks)
-    return gap - half, gap + half, "normal"
+    return out | {"lo": out["diff"] - half, "hi": out["diff"] + half, "ci": "normal"}
+
+def gap_interval(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> tuple[float|None, float|None, str]:
+    "95% interval (percent) of `P_a - P_b` over `benchmarks` (`compare_arms`' `lo`, `hi` and `ci`)."
+    c = compare_arms(a, b, benchmarks, n_boot, seed)
+    return c["lo"], c["hi"], c["ci"]
 
 # %% ../nbs/08_report.ipynb #6ea7a699
-def _size_from_name(name:str) -> float|None:
+def _size_from_name(name:str) -> int|None:
     m = re.search(r"(\d+(?:\.\d+)?)\s*([BbMm])(?![a-z])", name)
-    return float(m.group(1)) * (1e9 if m.group(2) in "Bb" else 1e6) if m else None
+    return round(float(m.group(1)) * (1e9 if m.group(2) in "Bb" else 1e6)) if m else None
 
-def student_size(student:str, arms:dict[str, dict], students:dict|None=None) -> float|None:
-    "Parameters of `student`: from the `students` mapping, else the evaluation summaries, else its name (`3B`, `500M`)."
-    if students and students.get(student): return float(students[student])
+def student_size(student:str, arms:dict[str, dict], students:dict|None=None) -> int|None:
+    "Parameters of `student` (an integer): from the `students` mapping, else the evaluation summaries, else its name (`3B`, `500M`)."
+    if students and students.get(student): return round(students[student])
     counts = [s.get("num_parameters") for s in arms.values() if s.get("num_parameters")]
-    return float(counts[0]) if counts else _size_from_name(student)
+    return round(counts[0]) if counts else _size_from_name(student)
 
 def _arm_order(arms) -> list[str]:
-    return [a for a in ARMS if a in arms] + sorted(a for a in arms if a not in ARMS)
+    return [a for a in ["base", *ARMS] if a in arms] + sorted(a for a in arms if a not in ARMS and a != "base")
 
 def accuracy_table(results:dict) -> list[dict]:
     "One row per (student, arm): accuracy (percent) on each benchmark, and the average over the student's report benchmarks."
@@ -160,34 +180,32 @@ def accuracy_table(results:dict) -> list[dict]:
     return rows
 
 def gap_table(results:dict, students:dict|None=None) -> list[dict]:
-    "One row per student: P of each arm in a gap, the Long CoT and Large teacher gaps with 95% intervals."
+    "One row per student: P of each arm in a gap, the Long CoT and Large teacher gaps with 95% intervals (`compare_arms`)."
     rows = []
     for student, arms in results.items():
         benches = report_benchmarks(arms)
         row = {"student": student, "params": student_size(student, arms, students)}
         for gap, (a, b) in GAPS.items():
-            pa = arm_average(arms[a], benches) if a in arms else None
-            pb = arm_average(arms[b], benches) if b in arms else None
-            row[f"P_{a}"], row[f"P_{b}"] = pa, pb
-            g = None if pa is None or pb is None else pa - pb
-            lo, hi, method = gap_interval(arms[a], arms[b], benches) if g is not None else (None, None, "none")
-            row.update({f"gap_{gap}": g, f"gap_{gap}_lo": lo, f"gap_{gap}_hi": hi, f"gap_{gap}_ci": method})
+            c = compare_arms(arms[a], arms[b], benches) if a in arms and b in arms else {}
+            row[f"P_{a}"] = c["P_a"] if c else arm_average(arms[a], benches) if a in arms else None
+            row[f"P_{b}"] = c["P_b"] if c else arm_average(arms[b], benches) if b in arms else None
+            row.update({f"gap_{gap}": c.get("diff"), f"gap_{gap}_lo": c.get("lo"), f"gap_{gap}_hi": c.get("hi"),
+                        f"gap_{gap}_ci": c.get("ci", "none"), f"gap_{gap}_shared": c.get("shared"), f"gap_{gap}_warning": c.get("warning")})
         rows.append(row)
     return sorted(rows, key=lambda r: (r["params"] is None, r["params"] or 0, r["student"]))
 
 def gain_table(results:dict) -> list[dict]:
-    "One row per (student, mix arm, pure arm): the mix's average minus the pure arm's, with a 95% interval."
+    "One row per (student, mix arm, pure arm): the mix's average minus the pure arm's, with a 95% interval (`compare_arms`)."
     rows = []
     for student, arms in results.items():
         benches = report_benchmarks(arms)
         for mix, pures in GAINS.items():
             for pure in pures:
                 if mix not in arms or pure not in arms: continue
-                pm, pp = arm_average(arms[mix], benches), arm_average(arms[pure], benches)
-                if pm is None or pp is None: continue
-                lo, hi, method = gap_interval(arms[mix], arms[pure], benches)
-                rows.append({"student": student, "mix": mix, "over": pure, "P_mix": pm, "P_pure": pp, "gain": pm - pp,
-                             "gain_lo": lo, "gain_hi": hi, "ci": method})
+                c = compare_arms(arms[mix], arms[pure], benches)
+                if c["P_a"] is None or c["P_b"] is None: continue
+                rows.append({"student": student, "mix": mix, "over": pure, "P_mix": c["P_a"], "P_pure": c["P_b"], "gain": c["diff"],
+                             "gain_lo": c["lo"], "gain_hi": c["hi"], "ci": c["ci"], "shared": c["shared"], "warning": c["warning"]})
     return rows
 
 def length_table(results:dict) -> list[dict]:
@@ -237,6 +255,95 @@ def pool_replicates(rows:list[dict],           # table rows with a `student` col
         out.append(row)
     return out
 
+# %% ../nbs/08_report.ipynb #5b42126c
+class Gate(StrictModel):
+    "One validity check of a run: its name, whether it passed, and the numbers behind the verdict."
+    name: str
+    passed: bool
+    detail: str
+
+def _families(results:dict, groups:dict|None) -> dict[tuple[str, str|None], list[str]]:
+    "(student, budget rule) -> the trained students of `results` that replicate it (each its own without `groups`)."
+    fam = {}
+    for s, arms in results.items():
+        g = (groups or {}).get(s)
+        if g or set(arms) - {"base"}: fam.setdefault((g["student"], g.get("budget")) if g else (s, None), []).append(s)
+    return fam
+
+def _label(student:str, budget:str|None) -> str: return student + (f" ({budget})" if budget else "")
+
+def _mean(xs:list) -> float|None: return None if not xs or any(x is None for x in xs) else statistics.fmean(xs)
+
+def _rates(summary:dict, key:str) -> float|None:
+    "`key` (a rate) of one evaluation, pooled over its benchmarks by item count; None when a benchmark lacks it."
+    bs = [s for s in summary["benchmarks"].values() if s.get("n")]
+    if not bs or any(s.get(key) is None for s in bs): return None
+    return sum(s[key] * s["n"] for s in bs) / sum(s["n"] for s in bs)
+
+def generic_gates(run_dir,
+                  students:dict|None=None,   # student name -> parameter count (else from the summaries or the name)
+                  groups:dict|None=None,     # replicate student -> {"student", "budget", "seed"}, as `build_report` takes
+                  base_drop:float=2.0,       # points the short arm may lose against the base
+                  max_rate:float=0.05,       # largest truncation and no-answer rate allowed for any arm
+                  headroom:float=75.0,       # largest accuracy (percent) the largest student's best arm may reach
+                 ) -> list[Gate]:
+    "The validity gates every run gets, from its evaluation files: the short arm keeps the base, clean outputs, headroom."
+    results = {s: {a: v for a, v in arms.items() if not str(v.get("model", "")).startswith("paper:")}
+               for s, arms in load_results(run_dir).items()}
+    results = {s: arms for s, arms in results.items() if arms}
+    fams = _families(results, groups)
+    if not fams: return []
+    keeps, ok = [], True
+    for (student, budget), reps in fams.items():
+        base = results.get(student, {}).get("base")
+        if base is None: keeps.append(f"{_label(student, budget)}: not computed, no base evaluation (eval_base: true)"); ok = False; continue
+        if any("short" not in results[r] for r in reps):
+            keeps.append(f"{_label(student, budget)}: not computed, no short arm"); ok = False; continue
+        cs = [compare_arms(results[r]["short"], base, report_benchmarks({"a": results[r]["short"], "b": base})) for r in reps]
+        d, pb = _mean([c["diff"] for c in cs]), _mean([c["P_b"] for c in cs])
+        if d is None: keeps.append(f"{_label(student, budget)}: not computed, base and short share no benchmark"); ok = False; continue
+        ok &= d >= -base_drop
+        keeps.append(f"{_label(student, budget)}: short {pb + d:.1f} vs base {pb:.1f} ({d:+.1f})"
+                     + (f" over {len(reps)} seeds" if len(reps) > 1 else ""))
+    gates = [Gate(name="short-keeps-base", passed=ok, detail=f"short arm at least base - {base_drop:g} points; " + "; ".join(keeps))]
+    sizes = {k: student_size(k[0], {a: v for r in reps for a, v in results[r].items()}, students) for k, reps in fams.items()}
+    known = {k: v for k, v in sizes.items() if v}
+    top = [k for k, v in known.items() if v == max(known.values())] if known else list(fams)
+    who = (f"largest student {top[0][0]} ({int(known[top[0]]):,} parameters)" if known else "sizes unknown, every student")
+    for key, what in (("truncation_rate", "truncation"), ("no_answer_rate", "no-answer")):
+        worst, missing = [], []
+        for k in top:
+            for arm in dict.fromkeys(a for r in fams[k] for a in _arm_order(results[r]) if a != "base"):
+                rate = _mean([_rates(results[r][arm], key) if arm in results[r] else None for r in fams[k]])
+                if rate is None: missing.append(f"{_label(*k)} {arm}")
+                else: worst.append((rate, f"{_label(*k)} {arm}"))
+        worst.sort(reverse=True)
+        passed = not missing and bool(worst) and worst[0][0] <= max_rate
+        over = [f"{n} {100 * r:.1f}%" for r, n in worst if r > max_rate]
+        detail = (f"every arm at most {100 * max_rate:g}% ({who}); "
+                  + ("; ".join(over) if over else f"highest {worst[0][1]} {100 * worst[0][0]:.1f}%" if worst else "no trained arm")
+                  + (f"; not computed for {', '.join(missing)} (no {key} in the summaries)" if missing else ""))
+        gates.append(Gate(name=what, passed=passed, detail=detail))
+    best = []
+    for k in top:
+        avgs = {a: _mean([arm_average(results[r][a], report_benchmarks(results[r])) if a in results[r] else None for r in fams[k]])
+                for a in dict.fromkeys(a for r in fams[k] for a in _arm_order(results[r]) if a != "base")}
+        avgs = {a: v for a, v in avgs.items() if v is not None}
+        if avgs: best.append((max(avgs.values()), f"{_label(*k)} {max(avgs, key=avgs.get)}"))
+    best.sort(reverse=True)
+    gates.append(Gate(name="headroom", passed=bool(best) and best[0][0] <= headroom,
+                      detail=f"best arm at most {headroom:g}% ({who}); " + (f"{best[0][1]} {best[0][0]:.1f}%" if best else "not computed, no trained arm")))
+    return gates
+
+def format_gates(gates:list[Gate]) -> str:
+    "The gates as a compact text block (a headline, then one line per gate), for the command line."
+    if not gates: return "validity gates: none (no evaluation of this run's own)\n"
+    failed = [g for g in gates if not g.passed]
+    head = (f"validity gates: {len(failed)} of {len(gates)} failed; gaps not interpretable" if failed
+            else f"validity gates: all {len(gates)} passed")
+    w = max(len(g.name) for g in gates)
+    return "\n".join([head] + [f"  {'pass' if g.passed else 'FAIL'}  {g.name:<{w}}  {g.detail}" for g in gates]) + "\n"
+
 # %% ../nbs/08_report.ipynb #9811f77a
 def _plt():
     import matplotlib
@@ -244,17 +351,51 @@ def _plt():
     import matplotlib.pyplot as plt
     return plt
 
-def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path:
-    "Long CoT and Large teacher gaps (percent) against student size (log scale), with 95% intervals."
+def _place_labels(ax, points:list[tuple[float, float, float, float, str]], avoid:list[tuple[float, float, float]]=(),
+                  fontsize:int=7) -> list:
+    "Label `points` (x, y, y_lo, y_hi, text) inside the axes, clear of each other and of the `avoid` bars (x, y_lo, y_hi)."
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer, to_px, inside = fig.canvas.get_renderer(), ax.transData.transform, ax.get_window_extent(fig.canvas.get_renderer())
+    taken = []
+    for x, lo, hi in avoid:
+        (x0, y0), (_, y1) = to_px((x, lo)), to_px((x, hi))
+        taken.append(Bbox.from_extents(x0 - 5, min(y0, y1) - 4, x0 + 5, max(y0, y1) + 4))
+    # candidates in order: beside the marker, over the upper cap, under the lower one, then further out with a leader line
+    near = [("y", 7, 0, "left", "center"), ("hi", 0, 5, "center", "bottom"), ("lo", 0, -5, "center", "top"), ("y", -7, 0, "right", "center")]
+    far = [("y", dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top")
+           for dy in (12, -12, 24, -24, 36, -36, 48, -48) for dx in (10, -10, 28, -28)]
+    texts = []
+    for x, y, lo, hi, text in sorted(points, key=lambda p: (p[0], p[1])):
+        for i, (at, dx, dy, ha, va) in enumerate(near + far):
+            t = ax.annotate(text, (x, {"y": y, "lo": lo, "hi": hi}[at]), xytext=(dx, dy), textcoords="offset points",
+                            fontsize=fontsize, ha=ha, va=va, bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8),
+                            arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4") if i >= len(near) else None)
+            t.update_positions(renderer)
+            box = Text.get_window_extent(t, renderer)      # the text alone, not its leader line
+            free = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1) and not any(box.overlaps(b) for b in taken)
+            if free or i == len(near + far) - 1: break
+            t.remove()
+        taken.append(box); texts.append(t)
+    return texts
+
+def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path|None:
+    "Long CoT and Large teacher gaps (percent) against student size (log scale), with 95% intervals; a panel per gap the run has."
+    present = [(gap, ab) for gap, ab in GAPS.items() if any(r.get(f"gap_{gap}") is not None and r.get("params") for r in gaps)]
+    if not present: return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
-    for ax, (gap, (a, b)) in zip(axes, GAPS.items()):
+    fig, axes = plt.subplots(1, len(present), figsize=(5.2 * len(present), 4.4), squeeze=False)
+    run_labels = []
+    for ax, (gap, (a, b)) in zip(axes[0], present):
         if reference:
             for fam, marker in (("Qwen2.5", "s"), ("Llama", "^")):
                 tab = PAPER_TABLE1 if gap == "long" else PAPER_TABLE2
                 pts = sorted((PAPER_SIZES[s], v[0] - v[1]) for s, v in tab.items() if s.startswith(fam))
                 ax.plot(*zip(*pts), marker=marker, ls="--", color="grey", alpha=0.7, label=f"paper: {fam}")
         pts = [r for r in gaps if r.get(f"gap_{gap}") is not None and r.get("params")]
+        labels, bars = {}, []
         for i, budget in enumerate(dict.fromkeys(r.get("budget") for r in pts)):   # one series per budget rule
             ser = [r for r in pts if r.get("budget") == budget]
             x, y = [r["params"] * (1.06 ** i) for r in ser], [r[f"gap_{gap}"] for r in ser]
@@ -262,32 +403,63 @@ def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path:
                    [(r.get(f"gap_{gap}_hi") if r.get(f"gap_{gap}_hi") is not None else y_) - y_ for r, y_ in zip(ser, y)]]
             ax.errorbar(x, y, yerr=err, marker="o", ls="none", capsize=3, color=f"C{i}",
                         label="this run" + (f": {budget}" if budget else ""))
-            for r, x_, y_ in zip(ser, x, y): ax.annotate(r["student"], (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            bars += [(x_, y_ - e0, y_ + e1) for x_, y_, e0, e1 in zip(x, y, *err)]
+            for r, x_, y_, e0, e1 in zip(ser, x, y, *err):      # one label per student, at its highest point
+                if r["student"] not in labels or y_ > labels[r["student"]][1]: labels[r["student"]] = (x_, y_, y_ - e0, y_ + e1)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log"); ax.set_xlabel("student parameters")
         ax.set_ylabel(f"P_{a} - P_{b} (points)"); ax.set_title(f"{gap.capitalize()} {'CoT' if gap == 'long' else 'teacher'} gap")
-        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+        ax.margins(x=0.12, y=0.15)
+        run_labels.append((ax, labels, bars))
+    fig.tight_layout()
+    for ax, labels, bars in run_labels: _place_labels(ax, [(*v, s) for s, v in labels.items()], bars)
+    fig.savefig(path, dpi=110, bbox_inches="tight"); plt.close(fig)
     return Path(path)
 
-def plot_accuracy(results:dict, path) -> Path:
-    "Accuracy (percent) of every arm on every benchmark, one panel per student, with 95% intervals."
+def _by_family(results:dict, groups:dict|None) -> dict[str, dict[str, list[dict]]]:
+    "Panel title -> arm -> its summaries: each student, or with `groups` each student and budget rule (seeds, and the base)."
+    fams = _families(results, groups) if groups else {(s, None): [s] for s in results}
+    out = {}
+    for (student, budget), reps in fams.items():
+        arms = {"base": [results[student]["base"]]} if groups and "base" in results.get(student, {}) else {}
+        for r in reps:
+            for a, summary in results[r].items(): arms.setdefault(a, []).append(summary)
+        out[_label(student, budget)] = {a: arms[a] for a in _arm_order(arms)}
+    return out
+
+def _point(summaries:list[dict], bench:str) -> tuple[float, tuple[float, float]|None]:
+    "Accuracy (percent) on `bench` and its 95% interval: the evaluation's own, or the t-interval over seeds."
+    accs = [s["benchmarks"].get(bench, {}).get("accuracy") for s in summaries]
+    if not accs or any(a is None for a in accs): return np.nan, None
+    if len(accs) == 1:
+        ci = summaries[0]["benchmarks"][bench].get("ci95")
+        return 100 * accs[0], (100 * ci[0], 100 * ci[1]) if ci else None
+    mean, _, lo, hi = t_interval([100 * a for a in accs])
+    return mean, (lo, hi)
+
+def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
+    "Accuracy (percent) of every arm with 95% intervals (over seeds with `groups`): one panel per student, or one in all with one benchmark."
     plt = _plt()
-    students = list(results)
-    fig, axes = plt.subplots(len(students), 1, figsize=(10, 3.2 * len(students)), squeeze=False)
-    for ax, student in zip(axes[:, 0], students):
-        arms = results[student]
-        benches = report_benchmarks(arms) or sorted(set().union(*(a["benchmarks"] for a in arms.values())))
-        order = _arm_order(arms)
+    fams = _by_family(results, groups)
+    every = sorted(set().union(*(s["benchmarks"] for arms in fams.values() for ss in arms.values() for s in ss)))
+    if len(every) == 1: panels = [(every[0], [(k, every[0]) for k in fams])]           # the students side by side
+    else: panels = [(k, [(k, b) for b in report_benchmarks({a: ss[0] for a, ss in arms.items()}) or every]) for k, arms in fams.items()]
+    width = min(20, max(8, 3 + 0.25 * max(len(cells) for _, cells in panels) * len(ARMS)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.4 * len(panels)), squeeze=False)
+    seeds = any(len(ss) > 1 for arms in fams.values() for ss in arms.values())
+    for ax, (title, cells) in zip(axes[:, 0], panels):
+        order = _arm_order({a for k, _ in cells for a in fams[k]})
         w = 0.8 / max(1, len(order))
         for i, arm in enumerate(order):
-            bs = arms[arm]["benchmarks"]
-            y = [100 * bs[b]["accuracy"] if b in bs else np.nan for b in benches]
-            ci = [bs.get(b, {}).get("ci95") for b in benches]
-            err = [[y_ - 100 * c[0] if c else 0 for y_, c in zip(y, ci)], [100 * c[1] - y_ if c else 0 for y_, c in zip(y, ci)]]
-            ax.bar(np.arange(len(benches)) + i * w, y, w, yerr=err, capsize=2, label=arm)
-        ax.set_xticks(np.arange(len(benches)) + w * (len(order) - 1) / 2, benches)
-        ax.set_ylabel("accuracy (%)"); ax.set_title(student); ax.legend(fontsize=7, ncol=len(order))
+            pts = [_point(fams[k].get(arm, []), b) for k, b in cells]
+            y = [m for m, _ in pts]
+            err = [[m - ci[0] if ci else np.nan for m, ci in pts], [ci[1] - m if ci else np.nan for m, ci in pts]]
+            ax.bar(np.arange(len(cells)) + i * w, y, w, yerr=err if any(ci for _, ci in pts) else None, capsize=2, label=arm)
+        ax.set_xticks(np.arange(len(cells)) + w * (len(order) - 1) / 2, [k if len(every) == 1 else b for k, b in cells],
+                      rotation=30 if len(cells) > 8 else 0, ha="right" if len(cells) > 8 else "center")
+        ax.set_ylabel("accuracy (%)"); ax.set_title(title + (" (over seeds: mean and 95% t-interval; one evaluation: its own 95% interval)" if seeds else ""))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
 
@@ -302,19 +474,22 @@ def response_lengths(summary:dict) -> list[int]:
                 out += [r["completion_tokens"] for r in iter_jsonl(f) if r.get("completion_tokens") is not None]
     return out
 
-def plot_lengths(results:dict, path) -> Path|None:
-    "Histograms of response length (tokens) by arm, one panel per student; None when no run has per-item records."
-    lengths = {s: {a: response_lengths(arms[a]) for a in _arm_order(arms)} for s, arms in results.items()}
-    lengths = {s: {a: v for a, v in arms.items() if v} for s, arms in lengths.items()}
-    lengths = {s: arms for s, arms in lengths.items() if arms}
+def plot_lengths(results:dict, path, groups:dict|None=None) -> Path|None:
+    "Histograms of response length (tokens) by arm, a panel per student (and budget rule, seeds pooled); None without records."
+    lengths = {}
+    for title, arms in _by_family(results, groups).items():
+        n = max(len(ss) for ss in arms.values())
+        arms = {a: [t for s in ss for t in response_lengths(s)] for a, ss in arms.items()}
+        if arms := {a: v for a, v in arms.items() if v}: lengths[title + (f", {n} seeds pooled" if n > 1 else "")] = arms
     if not lengths: return None
     plt = _plt()
     fig, axes = plt.subplots(len(lengths), 1, figsize=(8, 2.8 * len(lengths)), squeeze=False)
-    for ax, (student, arms) in zip(axes[:, 0], lengths.items()):
+    for ax, (title, arms) in zip(axes[:, 0], lengths.items()):
         top = max(max(v) for v in arms.values())
         bins = np.linspace(0, top + 1, 30)
         for arm, v in arms.items(): ax.hist(v, bins=bins, histtype="step", lw=1.5, label=f"{arm} (mean {np.mean(v):.0f})")
-        ax.set_xlabel("response tokens"); ax.set_ylabel("responses"); ax.set_title(student); ax.legend(fontsize=7)
+        ax.set_xlabel("response tokens"); ax.set_ylabel("responses"); ax.set_title(title)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
 
@@ -358,34 +533,79 @@ def _with_reference(rows:list[dict], skip:set=frozenset()) -> list[dict]:
                     for arm, row in PAPER_TABLE3[p].items()]
     return out
 
-def _gap_cols(): return ["student", "params"] + [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}", f"gap_{g}_lo", f"gap_{g}_hi")]
-def _pooled_gap_cols(): return ["student", "budget", "seeds", "params"] + [c for g, (a, b) in GAPS.items()
-                                                                           for c in (f"P_{a}", f"P_{b}", f"gap_{g}", f"gap_{g}_sd", f"gap_{g}_lo", f"gap_{g}_hi")]
+def _gap_cols(pooled:bool=False, gaps:bool=True) -> list[str]:
+    "Columns of a gap table on the page: each arm's P and, with `gaps`, each gap and its interval (`_sd` too when `pooled`)."
+    cols = ["student", "budget", "seeds", "params"] if pooled else ["student", "params"]
+    for g, (a, b) in GAPS.items():
+        cols += [f"P_{a}", f"P_{b}"]
+        if gaps: cols += [f"gap_{g}"] + ([f"gap_{g}_sd"] if pooled else []) + [f"gap_{g}_lo", f"gap_{g}_hi"]
+    return cols
 
-def _html_page(sections:list[tuple[str, str, list[dict]|None, str|None]], title:str) -> str:
+def _gain_cols(pooled:bool=False, gaps:bool=True) -> list[str]:
+    "Columns of a gain table on the page (the gain and its interval only with `gaps`)."
+    head = ["student", "budget", "mix", "over", "seeds"] if pooled else ["student", "mix", "over"]
+    gain = (["gain", "gain_sd", "gain_lo", "gain_hi"] if pooled else ["gain", "gain_lo", "gain_hi", "shared"]) if gaps else []
+    return head + ["P_mix", "P_pure"] + gain
+
+def _inline(text:str) -> str:
+    "Markdown's `**bold**` and `` `code` `` as HTML, the rest escaped."
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+
+def _html_page(sections:list[tuple[str, str, list[dict]|None, list[str]|None, str|None]], title:str) -> str:
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
-    for head, text, rows, img in sections:
-        parts.append(f"<h2>{html.escape(head)}</h2><p>{html.escape(text)}</p>")
+    for head, text, rows, cols, img in sections:
+        parts.append(f"<h2>{html.escape(head)}</h2>" + "".join(f"<p>{_inline(t)}</p>" for t in text.split("\n\n")))
         if rows:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
+            cols = cols or list(dict.fromkeys(k for r in rows for k in r))
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" +
                          "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows) + "</table>")
         if img: parts.append(f"<img src='{html.escape(img)}' style='max-width:100%'>")
     return "\n".join(parts) + "</body></html>\n"
 
+def _accuracy_caption(acc:list[dict], reference:bool) -> str:
+    "What the accuracy table's averages are taken over, as this run has it."
+    over = sorted({r["average_over"] for r in acc})
+    what = ("the paper's five benchmarks (MATH, AMC23, GSM8K, OlympiadBench, AIME24)" if over == ["paper five"] else
+            f"the benchmark{'s' if '+' in over[0] else ''} every arm of a student shares ({over[0].replace('+', ', ')})" if len(over) == 1 else
+            "the paper's five benchmarks where a student has them all, else the benchmarks its arms share (column `average_over`)")
+    return (f"Percent correct on each benchmark; the average is the plain mean over {what}."
+            + (" Rows 'paper: ...' are the paper's Table 3." if reference and any(r["student"].startswith("paper: ") for r in acc) else ""))
+
+def _gap_caption(gaps:list[dict]) -> str:
+    "What the gap table holds, naming only the gaps this run has."
+    names = {"long": "Long CoT gap = P_long - P_short", "large": "Large teacher gap = P_large - P_small"}
+    have = [g for g in GAPS if any(r.get(f"gap_{g}") is not None for r in gaps)]
+    if not have: return "No gap: the run has no pair of arms to compare (long and short, or large and small)."
+    return ("; ".join(names[g] for g in have) + " (points). Negative: the student learns better from the "
+            + ("shorter" if have == ["long"] else "smaller" if have == ["large"] else "shorter or smaller") + " teacher's data. "
+            "95% intervals: paired bootstrap over problems when per-item records exist, else a normal approximation from "
+            "each benchmark's interval.")
+
+def _problem_set_notes(gaps:list[dict], gains:list[dict]) -> list[str]:
+    "One line per comparison whose arms were evaluated on different problem sets."
+    notes = [f"{r['student']}, {g} gap ({a} vs {b}): {r[f'gap_{g}_warning']}" for r in gaps for g, (a, b) in GAPS.items()
+             if r.get(f"gap_{g}_warning")]
+    return notes + [f"{r['student']}, {r['mix']} over {r['over']}: {r['warning']}" for r in gains if r.get("warning")]
+
 def build_report(run_dir, out_dir=None,
                  students:dict|None=None, # student name -> parameter count, for the size axis (else from the summaries)
                  reference:bool=True,     # put the paper's published results beside the run
                  groups:dict|None=None,   # replicate student -> {"student", "budget", "seed"} (seeds and budget rules)
+                 extra_gates:list[Gate]=(),  # gates of the run's own kind (the lab's style checks), after `generic_gates`
                 ) -> Path:
-    "Tables, figures and one page for the run's evaluations; returns the path of `report.md`."
+    "Tables, figures and one page for the run's evaluations, its validity gates first; returns the path of `report.md`."
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     out = Path(out_dir) if out_dir is not None else run.report
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(run)
     if not results: raise FileNotFoundError(f"{run.root/'evals'}: no evaluation summaries (evals/<student>__<arm>/summary.json)")
+    students = {**{r: students[g["student"]] for r, g in (groups or {}).items() if (students or {}).get(g["student"])}, **(students or {})}
+    gates = generic_gates(run, students, groups) + list(extra_gates)
+    write_json(out/"gates.json", [g.model_dump() for g in gates])
+    failed = [g for g in gates if not g.passed]
     acc, gaps, gains, lengths = accuracy_table(results), gap_table(results, students), gain_table(results), length_table(results)
     from_paper = {s for s, arms in results.items() if all(str(a.get("model", "")).startswith("paper:") for a in arms.values())}
     acc_shown = _with_reference(acc, from_paper) if reference else acc
@@ -394,34 +614,52 @@ def build_report(run_dir, out_dir=None,
         gap_values = [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}")]
         tables |= {"gaps_pooled": pool_replicates(gaps, groups, gap_values),
                    "gains_pooled": pool_replicates(gains, groups, ["P_mix", "P_pure", "gain"], ["mix", "over"]),
-                   "accuracy_pooled": pool_replicates(acc, groups, ["average"], ["arm"])}
-    for name, rows in tables.items():
+                   "accuracy_pooled": pool_replicates(acc, groups, ["average"], ["arm"]),
+                   "lengths_pooled": pool_replicates(lengths, groups, ["mean_tokens", "truncation_rate", "no_answer_rate"], ["arm"])}
+    shown = not failed                      # gaps and gains are printed only when every gate passed
+    cols = {"gaps": _gap_cols(gaps=shown), "gaps_pooled": _gap_cols(True, shown), "gains": _gain_cols(gaps=shown),
+            "gains_pooled": _gain_cols(True, shown)}
+    flag = f"_Not interpretable: the run failed the gates {', '.join(g.name for g in failed)} (gates.json); differences left out._\n\n"
+    for name, rows in tables.items():     # the CSV files keep every value; the markdown shows what the gates allow
         write_csv(out/f"{name}.csv", rows)
-        (out/f"{name}.md").write_text(md_table(rows, {"gaps": _gap_cols(), "gaps_pooled": _pooled_gap_cols()}.get(name)))
-    figs = {"gaps": plot_gaps(tables["gaps_pooled"] if groups else gaps, out/"gaps_vs_size.png", reference), "accuracy": plot_accuracy(results, out/"accuracy_by_arm.png"),
-            "lengths": plot_lengths(results, out/"lengths_by_arm.png")}
+        (out/f"{name}.md").write_text(("" if shown or name not in cols else flag)
+                                      + md_table(rows, cols.get(name), digits=3 if name.startswith("lengths") else 1))
+    figs = {"gaps": plot_gaps(tables["gaps_pooled"] if groups else gaps, out/"gaps_vs_size.png", reference),
+            "accuracy": plot_accuracy(results, out/"accuracy_by_arm.png", groups), "lengths": plot_lengths(results, out/"lengths_by_arm.png", groups)}
+    for name, f in (("gaps", "gaps_vs_size.png"), ("lengths", "lengths_by_arm.png")):
+        if figs[name] is None: (out/f).unlink(missing_ok=True)     # no stale figure from an earlier report
+    why = ("**Not interpretable**: the run failed " + "; ".join(f"`{g.name}` ({g.detail})" for g in failed)
+           + ". The arms' averages are shown without their differences (the computed values stay in the CSV files, for diagnosis).")
+    notes = _problem_set_notes(gaps, gains)
+    paired = ("\n\n**Different problem sets**: " + " | ".join(notes) + ". Those averages, differences and intervals use the "
+              "problems both arms were evaluated on, paired.") if notes else ""
+    gate_rows = [{"gate": g.name, "result": "pass" if g.passed else "FAIL", "detail": g.detail} for g in gates]
     sections = [
-        ("Accuracy by arm", "Percent correct on each benchmark; the average is the plain mean over the paper's five benchmarks "
-         "(MATH, AMC23, GSM8K, OlympiadBench, AIME24) when all were evaluated, else over the benchmarks every arm shares."
-         + (" Rows 'paper: ...' are the paper's Table 3." if reference else ""), acc_shown, figs["accuracy"].name),
-        ("Learnability gaps", "Long CoT gap = P_long - P_short; Large teacher gap = P_large - P_small (points). Negative: the "
-         "student learns better from the shorter or smaller teacher's data. 95% intervals: paired bootstrap over problems "
-         "when per-item records exist, else a normal approximation from each benchmark's interval.", gaps, figs["gaps"].name),
-        ("Mix Distillation gains", "Average of each mix arm minus each pure arm it mixes (points), with 95% intervals.", gains, None),
+        ("Validity gates", (f"{len(failed)} of {len(gates)} gates failed: the gaps and Mix gains below are not interpretable."
+                            if failed else f"All {len(gates)} gates passed." if gates else
+                            "No gates: the run holds no evaluation of its own.") + " Written to `gates.json`.", gate_rows, None, None),
+        ("Accuracy by arm", _accuracy_caption(acc_shown, reference), acc_shown, None, figs["accuracy"].name),
+        ("Learnability gaps", (_gap_caption(gaps) if shown else why) + paired,
+         gaps, _gap_cols(gaps=shown), figs["gaps"].name if shown and figs["gaps"] else None),
+        ("Mix Distillation gains", ("Average of each mix arm minus each pure arm it mixes (points), with 95% intervals; `shared`: "
+         "the problems both were evaluated on." if shown else "**Not interpretable** (see the validity gates): the arms' "
+         "averages without their differences."), gains, _gain_cols(gaps=shown), None),
         *([(f"{what} over seeds", f"Each student and budget rule pooled over its seeds: mean, standard deviation (`_sd`) "
-            f"and 95% t-interval over seeds (`_lo`, `_hi`){extra}.", tables[name], None)
-           for what, name, extra in (("Gaps", "gaps_pooled", "; the gap figure shows these"), ("Mix gains", "gains_pooled", ""),
-                                     ("Accuracy", "accuracy_pooled", ""))] if groups else []),
-        ("Response length and truncation", "Completion tokens and the share of responses cut at the token limit, pooled over "
-         "benchmarks.", lengths, figs["lengths"].name if figs["lengths"] else None)]
+            f"and 95% t-interval over seeds (`_lo`, `_hi`){extra}.", tables[name], c, None)
+           for what, name, extra, c in (("Gaps", "gaps_pooled", "; the gap figure shows these" if shown else "", _gap_cols(True, shown)),
+                                        ("Mix gains", "gains_pooled", "", _gain_cols(True, shown)),
+                                        ("Accuracy", "accuracy_pooled", "", None), ("Lengths", "lengths_pooled", "",
+                                         ["student", "budget", "arm", "seeds", "mean_tokens", "mean_tokens_sd", "truncation_rate", "no_answer_rate"]))]
+          if groups else []),
+        ("Response length and truncation", "Completion tokens and the share of responses cut at the token limit or without "
+         "an answer, pooled over benchmarks.", lengths, None, figs["lengths"].name if figs["lengths"] else None)]
     if reference:
         t12 = [{"student": s, "P_long": PAPER_TABLE1[s][0], "P_short": PAPER_TABLE1[s][1], "gap_long": PAPER_TABLE1[s][2],
                 "P_large": PAPER_TABLE2[s][0], "P_small": PAPER_TABLE2[s][1], "gap_large": PAPER_TABLE2[s][2]} for s in PAPER_TABLE1]
-        sections.append(("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None))
+        sections.append(("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None, None))
     md = ["# Learnability-gap report", "", f"Run: `{run.root}`", ""]
-    for head, text, rows, img in sections:
-        cols = _gap_cols() if rows is gaps else _pooled_gap_cols() if groups and rows is tables["gaps_pooled"] else None
-        md += [f"## {head}", "", text, "", md_table(rows, cols)]
+    for head, text, rows, c, img in sections:
+        md += [f"## {head}", "", text, "", md_table(rows, c, digits=3 if rows is lengths or rows is tables.get("lengths_pooled") else 1)]
         if img: md += [f"![{head}]({img})", ""]
     page = out/"report.md"
     page.write_text("\n".join(md))

@@ -15,8 +15,8 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine
-from .core import (JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, iter_jsonl,
-                            set_seed, text_hash, write_json, write_jsonl)
+from .core import (InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, iter_jsonl,
+                            lock_file, set_seed, text_hash, write_json, write_jsonl)
 from .grading import grade_many
 from .problems import load_problems
 
@@ -39,17 +39,17 @@ class ImportSpec(StrictModel):
     "Responses sampled elsewhere: a JSONL file, a local dataset folder, or a Hub dataset id."
     path: str                          # JSONL/Parquet file, folder, or Hub dataset id (e.g. UWNSL/MATH_training_split_long_cot)
     split: str = "train"               # Hub split
-    problem_field: str = "problem"
+    problem_field: str = "problem"  # column with the problem text, matched to the run's problems
     response_field: str = "solution"   # may hold a list of samples
 
 class TeacherSpec(StrictModel):
     "One teacher: how to sample it (or where its responses come from) and how hard to try."
-    name: str
-    engine: EngineSpec | None = None
-    import_from: ImportSpec | None = None
-    prompt: str = PAPER_PROMPT
+    name: str  # the teacher's name in the trace store and in mixes
+    engine: EngineSpec | None = None  # how to sample it (`backends.EngineSpec`), or give `import_from`
+    import_from: ImportSpec | None = None  # responses sampled elsewhere, or give `engine`
+    prompt: str = PAPER_PROMPT  # the user turn; `{problem}` is filled in (default: the paper's prompt)
     system: str | None = None          # optional system message
-    sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=4096)
+    sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=4096)  # vLLM's sampling fields
     max_attempts: int = Field(4, ge=1) # N: responses per problem at most
     target_correct: int = Field(1, ge=1)  # K: stop once this many are correct
 
@@ -85,6 +85,9 @@ class TraceStore:
             if rep.torn is not None: torn.append(str(f))
         if report is not None: report.update(duplicates=dups, torn=torn)
         return out
+    def lock(self, teacher:str, shard:tuple[int, int]=(0, 1)):
+        "Hold the lock of one teacher's shard while sampling into it: a second command on it is refused with this pid."
+        return lock_file(self.file(teacher, shard).with_suffix(".lock"), f"trace store of {teacher!r} shard {shard[0]}/{shard[1]}")
     def append(self, traces:list[Trace], shard:tuple[int, int]=(0, 1)) -> int:
         "Append `traces` (all of one teacher) as whole lines."
         if not traces: return 0
@@ -98,8 +101,8 @@ def shard_of(pid:str, n:int) -> int:
 def parse_shard(text:str) -> tuple[int, int]:
     "`'i/n'` as `(i, n)` with 0 <= i < n."
     try: i, n = (int(o) for o in text.split("/"))
-    except ValueError: raise ValueError(f"shard {text!r} must look like i/n, e.g. 0/4") from None
-    if not 0 <= i < n: raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    except ValueError: raise InputError(f"--shard {text!r} must look like i/n, e.g. 0/4") from None
+    if not 0 <= i < n: raise InputError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
 
 # %% ../nbs/04_sampling.ipynb #c64ee9c3
@@ -122,30 +125,31 @@ def _to_trace(t:TeacherSpec, p:Problem, idx:int, c:Completion, v, params:Samplin
 def _finished(t:TeacherSpec, attempts:int, correct:int) -> bool:
     return correct >= t.target_correct or attempts >= t.max_attempts
 
-def _sample_chunk(t:TeacherSpec, chunk:list[Problem], status:dict, engine:Engine, grade_workers) -> list[Trace]:
-    "Sample every problem of `chunk` as many times as it still needs, grouped into engine calls, and grade."
+def _sample_stream(t:TeacherSpec, todo:list[Problem], status:dict, engine:Engine, chunk_size:int|None,
+                   grade_workers) -> Iterable[list[Trace]]:
+    "Sample every problem of `todo` as many times as it still needs, grouped into engine calls; graded traces as they finish."
     groups = defaultdict(list)
-    for p in chunk:
+    for p in todo:
         a, c = status.get(p.id, (0, 0))
         groups[(min(t.target_correct - c, t.max_attempts - a), a)].append(p)
-    out = []
     for (n, start), group in sorted(groups.items()):
         seed = None if t.sampling.seed is None else t.sampling.seed + 100_003 * start   # new samples each round
         params = t.sampling.model_copy(update=dict(n=n, seed=seed))
-        comps = engine.generate([_conversation(t, p) for p in group], params)
-        if len(comps) != len(group) or any(len(cs) != n for cs in comps):
-            raise RuntimeError(f"engine {engine!r} returned {[len(cs) for cs in comps]} completions for {len(group)} "
-                               f"prompts x n={n}")
-        flat = [(p, start + j, c) for p, cs in zip(group, comps) for j, c in enumerate(cs)]
-        verdicts = grade_many([(c.text, p.answer) for p, _, c in flat], workers=grade_workers, progress=False)
-        out += [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, verdicts)]
-    return out
+        for lo in range(0, len(group), chunk_size or len(group)):
+            part = group[lo:lo + (chunk_size or len(group))]
+            for batch in engine.stream([_conversation(t, p) for p in part], params):
+                if any(len(cs) != n for _, cs in batch):
+                    raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={n}")
+                flat = [(part[i], start + j, c) for i, cs in batch for j, c in enumerate(cs)]
+                verdicts = grade_many([(c.text, p.answer) for p, _, c in flat], progress=False,
+                                      workers=grade_workers if len(flat) >= 64 else 0)   # few: the shared worker pool
+                yield [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, verdicts)]
 
 # %% ../nbs/04_sampling.ipynb #e7a1ee34
 def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
                    engine:Engine|None=None,           # default: built from `t.engine` and closed at the end
                    shard:tuple[int, int]=(0, 1),      # this job's share of the problems
-                   chunk_size:int=64,                 # problems per round of engine calls, and per append
+                   chunk_size:int|None=None,          # problems per engine call; None: a whole round at once, streamed
                    grade_workers:int|None=None, progress:bool=True) -> dict:
     "Sample teacher `t` on its shard of `problems` with rejection, resuming from the store; return its stats."
     mine = [p for p in problems if shard_of(p.id, shard[1]) == shard[0]]
@@ -159,8 +163,7 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
     tokens, start = 0, time.time()
     try:
         while todo := [p for p in mine if not _finished(t, *status.get(p.id, (0, 0)))]:
-            for i in range(0, len(todo), chunk_size):
-                new = _sample_chunk(t, todo[i:i+chunk_size], status, engine, grade_workers)
+            for new in _sample_stream(t, todo, status, engine, chunk_size, grade_workers):
                 store.append(new, shard)
                 for tr in new:
                     a, c = status.get(tr.problem_id, (0, 0))
@@ -171,7 +174,9 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
     finally:
         bar.close()
         if own: engine.close()
-    stats = teacher_stats(store.read(t.name), problems=[p.id for p in problems if p.answer is not None])
+    traces = store.read(t.name)                      # every shard's
+    seen = {tr.problem_id for tr in traces} | {p.id for p in mine}   # another shard's problems count once it sampled them
+    stats = teacher_stats(traces, problems=[p.id for p in problems if p.answer is not None and p.id in seen])
     stats["skipped_no_reference"] = skipped
     write_json(store.run.traces(t.name)/"stats.json", stats)
     return stats
@@ -222,42 +227,48 @@ def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade
     "Load `t.import_from` responses into the store as teacher `t`'s traces; return counts and stats."
     spec = t.import_from
     by_text = {text_hash(p.problem): p for p in problems}
-    status = _status(store.read(t.name))
-    rows, unmatched, seen = [], 0, Counter()
+    stored = store.read(t.name)
+    status = _status(stored)
+    have = Counter((tr.problem_id, tr.text) for tr in stored)   # matched by problem and content, never by position
+    new, unmatched, already, nxt = [], 0, 0, {}
     for where, row in _import_rows(spec):
         for f in (spec.problem_field, spec.response_field):
-            if f not in row: raise KeyError(f"{where}: missing field {f!r}")
+            if f not in row: raise InputError(f"{where}: missing field {f!r}")
         p = by_text.get(text_hash(unwrap_prompt(row[spec.problem_field], t.prompt)))
         if p is None: unmatched += 1; continue
         for text in row[spec.response_field] if isinstance(row[spec.response_field], list) else [row[spec.response_field]]:
-            if not isinstance(text, str): raise TypeError(f"{where}: field {spec.response_field!r} is not text")
-            rows.append((p, seen[p.id], text)); seen[p.id] += 1
-    new = [(p, i, s) for p, i, s in rows if i >= status.get(p.id, (0, 0))[0]]
+            if not isinstance(text, str): raise InputError(f"{where}: field {spec.response_field!r} is not text")
+            if have[(p.id, text)]: have[(p.id, text)] -= 1; already += 1; continue
+            i = nxt.get(p.id, status.get(p.id, (0, 0))[0]); nxt[p.id] = i + 1
+            new.append((p, i, text))
+    if not new and not already:                      # a wrong file, field or problem set: say so, do not store nothing and exit 0
+        raise InputError(f"{spec.path}: none of its {unmatched} rows matched one of the run's {len(problems)} problems by field "
+                         f"{spec.problem_field!r}; check `problem_field` and the problems' dataset")
     verdicts = grade_many([(s, p.answer) for p, _, s in new], workers=grade_workers, progress=progress)
     traces = [Trace(teacher=t.name, problem_id=p.id, sample_idx=i, text=s, answer=v.answer, correct=v.correct,
                     decided_by=v.decided_by, completion_tokens=len(tokenizer(s)["input_ids"]) if tokenizer else None,
                     sampling={"imported_from": spec.path}) for (p, i, s), v in zip(new, verdicts)]
     store.append(traces)
     stats = teacher_stats(store.read(t.name), problems=[p.id for p in problems])
-    stats.update(imported=len(traces), already_stored=len(rows) - len(new), unmatched_rows=unmatched)
+    stats.update(imported=len(traces), already_stored=already, unmatched_rows=unmatched)
     write_json(store.run.traces(t.name)/"stats.json", stats)
     return stats
 
 # %% ../nbs/04_sampling.ipynb #7215f459
 class ProblemSource(StrictModel):
     "Which problems to sample: a registered dataset, from the Hub or a local copy."
-    dataset: str = "math_train"
-    path: str | None = None
-    split: str | None = None
-    limit: int | None = Field(None, ge=1)
+    dataset: str = "math_train"  # a registry name (`problems.DATASETS`): math_train, math500, gsm8k, ...
+    path: str | None = None  # a local copy (file or folder) instead of the Hub
+    split: str | None = None  # the split to read (default: the dataset's own)
+    limit: int | None = Field(None, ge=1)  # only the first N problems
 
 class SampleRecipe(StrictModel):
     "Teacher sampling for one experiment."
-    run_dir: str
-    seed: int = 42
+    run_dir: str  # the run's folder; traces go to `<run_dir>/traces/<teacher>/`
+    seed: int = 42  # sampling seed (per engine)
     problems: ProblemSource = ProblemSource()
     teachers: list[TeacherSpec]
-    chunk_size: int = Field(64, ge=1)  # problems per round of engine calls, and per append to the store
+    chunk_size: int | None = Field(None, ge=1)  # problems per engine call; None: each round at once, results streamed to the store
 
     @model_validator(mode="after")
     def _unique(self):
@@ -267,18 +278,22 @@ class SampleRecipe(StrictModel):
 
 def run_sampling(recipe:SampleRecipe, shard:str|tuple[int, int]="0/1", limit:int|None=None,
                  resume:bool=True, progress:bool=True) -> dict[str, dict]:
-    "Sample or import every teacher of `recipe` into its run directory; return stats per teacher."
+    "Sample or import every teacher of `recipe` into its run directory (`limit`: its first problems only); return stats per teacher."
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"--limit {limit!r}: must be a positive integer")
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     set_seed(recipe.seed)
     src = recipe.problems
-    problems = load_problems(src.dataset, path=src.path, split=src.split, limit=limit or src.limit)
+    problems = load_problems(src.dataset, path=src.path, split=src.split, limit=src.limit)
     store = TraceStore(recipe.run_dir)
-    write_jsonl(store.run.root/"problems"/f"{src.dataset}.jsonl", problems)
+    write_jsonl(store.run.root/"problems"/f"{src.dataset}.jsonl", problems)   # the run's problems, whatever `limit` says
+    todo = problems[:limit] if limit else problems
     out = {}
     for t in recipe.teachers:
-        if not resume and (f := store.file(t.name, shard)).exists(): f.rename(f"{f}.replaced-{int(time.time())}")
-        if t.import_from is not None: out[t.name] = import_traces(t, problems, store, progress=progress)
-        else:
-            if t.sampling.seed is None: t = t.model_copy(update=dict(sampling=t.sampling.model_copy(update=dict(seed=recipe.seed))))
-            out[t.name] = sample_teacher(t, problems, store, shard=shard, chunk_size=recipe.chunk_size, progress=progress)
+        with store.lock(t.name, (0, 1) if t.import_from is not None else shard):   # one command per shard: no work done twice
+            if not resume and (f := store.file(t.name, shard)).exists(): f.rename(f"{f}.replaced-{int(time.time())}")
+            if t.import_from is not None: out[t.name] = import_traces(t, todo, store, progress=progress)
+            else:
+                if t.sampling.seed is None: t = t.model_copy(update=dict(sampling=t.sampling.model_copy(update=dict(seed=recipe.seed))))
+                out[t.name] = sample_teacher(t, todo, store, shard=shard, chunk_size=recipe.chunk_size, progress=progress)
     return out

@@ -6,19 +6,24 @@ Docs: https://mixcot.github.io/mixcot/training.html.md"""
 
 # %% ../nbs/06_training.ipynb #ca4173d4
 from __future__ import annotations
-import argparse, builtins, dataclasses, difflib, hashlib, json, os, time, warnings
+import argparse, builtins, dataclasses, difflib, hashlib, json, os, re, sys, time, warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 
-from .core import StrictModel, load_recipe, progress_bars, set_seed, write_json, write_jsonl
+from .core import MixcotError, StrictModel, load_recipe, progress_bars, set_seed, write_json, write_jsonl
+
+if TYPE_CHECKING: import datasets
 
 # %% auto #0
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'tiny_sft_rows', 'write_tiny_mix', 'end_token_ids',
-           'tokenize_example', 'prepare_dataset', 'TrainingError', 'recipe_hash', 'load_student', 'budget_steps',
-           'build_trainer', 'eos_check', 'model_card', 'run_training', 'main']
+           'tokenize_example', 'prepare_dataset', 'TrainingError', 'recipe_hash', 'default_attn', 'sharding_at_load',
+           'load_student', 'budget_steps', 'build_trainer', 'eos_check', 'last_complete_checkpoint', 'hub_id',
+           'model_card', 'run_training', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command',
+           'launch_training', 'main']
 
 # %% ../nbs/06_training.ipynb #20a44290
 from .mixing import load_mix
@@ -28,7 +33,7 @@ class LoraSpec(StrictModel):
     "A LoRA adapter, in PEFT's names."
     r: int = Field(16, ge=1)            # rank
     lora_alpha: int = Field(32, ge=1)   # scale numerator (scale = lora_alpha / r)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)  # dropout on the adapter's input
     target_modules: list[str] | str = "all-linear"  # module names, or PEFT's "all-linear"
 
 # %% ../nbs/06_training.ipynb #32c2701f
@@ -37,7 +42,7 @@ _REFUSED_FIELDS = {   # SFTConfig fields this module decides, and why
     "assistant_only_loss": "the loss is always on the response and its end token (labels are built here)",
     "completion_only_loss": "the loss is always on the response and its end token (labels are built here)",
     "dataset_text_field": "the dataset is conversational (`messages`)",
-    "truncation_mode": "nothing is truncated; over-length examples follow `overlength`",
+    "truncation_mode": "over-length examples follow `overlength` (drop, error, or truncate: cut at the end)",
     "dataset_kwargs": "the dataset is tokenized here",
     "chat_template_path": "the student's own chat template is used; set it on the tokenizer you train",
 }
@@ -55,12 +60,13 @@ class TrainRecipe(StrictModel):
     model_name_or_path: str            # Hub id or local folder of the student
     dataset: str                       # a mix folder (`mixing.save_mix`), or a JSONL/Parquet file of `messages` rows
     output_dir: str                    # checkpoints, final model (or adapter), summary and model card
-    mode: Literal["full", "lora", "qlora"] = "full"
+    mode: Literal["full", "lora", "qlora"] = "full"  # full fine-tuning, LoRA, or QLoRA (4-bit base)
     lora: LoraSpec | None = None       # adapter for `lora`/`qlora` (default: `LoraSpec()`)
-    overlength: Literal["drop", "error"] = "drop"   # examples longer than `sft.max_length`: dropped and counted, or an error
+    overlength: Literal["drop", "error", "truncate"] = "drop"   # examples longer than `sft.max_length`: dropped and counted,
+                                       # an error, or cut at `max_length` and counted (the authors' LLaMA-Factory `cutoff_len`)
     merge_adapter: bool = False        # also save the adapter merged into the base model (`output_dir/merged`)
     eos_check: int = Field(4, ge=0)    # training prompts the end-of-turn check generates from (0: skip)
-    seed: int = 42
+    seed: int = 42  # training seed (data order, initialisation of adapters)
     token_budget: int | None = Field(None, ge=1)  # train until this many tokens (prompt + response) are seen; sets max_steps
     sft: dict[str, Any] = {}           # TRL `SFTConfig` fields, verbatim
 
@@ -76,6 +82,11 @@ class TrainRecipe(StrictModel):
                 raise ValueError(f"sft.{k}: not a field of TRL's SFTConfig (did you mean: {hint})")
         if v.get("packing") and v.get("packing_strategy") == "wrapped":
             raise ValueError("sft.packing_strategy: 'wrapped' cuts examples apart and lets them attend to each other; use 'bfd'")
+        steps, epochs = v.get("max_steps", -1), v.get("num_train_epochs", 3.0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not (steps == -1 or steps >= 1):
+            raise ValueError(f"sft.max_steps: {steps!r}: give a positive step count, or -1 to train for num_train_epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+            raise ValueError(f"sft.num_train_epochs: {epochs!r}: give a positive number of epochs")
         return v
 
     @model_validator(mode="after")
@@ -131,8 +142,11 @@ def write_tiny_mix(path, n:int=48, long_every:int=0) -> Path:
     rows = tiny_sft_rows(n, long_every)
     table = pa.Table.from_pylist(rows, schema=pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
         ("problem_id", pa.string()), ("teacher", pa.string()), ("sample_idx", pa.int64()), ("tokens", pa.int64())]))
+    from collections import Counter
+    from mixcot_nb.mixing import MixSpec, mix_stats
     per = {t: sum(r["teacher"] == t for r in rows) for t in ("long", "short")}
-    return save_mix(path, table, {"name": Path(path).name, "rows": len(rows), "rows_per_source": per}, progress=False)
+    spec = MixSpec(name=Path(path).name, sources=[{"teacher": t, "weight": max(n, 1)} for t, n in per.items()])
+    return save_mix(path, table, mix_stats(spec, table, Counter(), {}), spec, progress=False)
 
 # %% ../nbs/06_training.ipynb #58c18b16
 def end_token_ids(tokenizer, model_path:str|None=None, eos_token:str|None=None) -> set[int]:
@@ -167,9 +181,9 @@ def tokenize_example(tokenizer, messages:list[dict], end_ids:set[int]) -> dict:
 # %% ../nbs/06_training.ipynb #20552a7e
 def prepare_dataset(ds, tokenizer, end_ids:set[int],
                     max_length:int|None,                 # longest example kept, in tokens (None: no limit)
-                    overlength:Literal["drop", "error"]="drop",
+                    overlength:Literal["drop", "error", "truncate"]="drop",
                     num_proc:int|None=None, source:str="dataset") -> tuple["datasets.Dataset", list[dict]]:
-    "Tokenize `ds` into `input_ids`/`labels`; return it without over-length rows, and the dropped `{row, tokens}`."
+    "Tokenize `ds` into `input_ids`/`labels`; return it without over-length rows (or them cut), and those `{row, tokens}`."
     def tok_batch(batch, idx):
         out = {"input_ids": [], "labels": [], "row": idx}
         for msgs, i in zip(batch["messages"], idx):
@@ -184,11 +198,13 @@ def prepare_dataset(ds, tokenizer, end_ids:set[int],
     if over and overlength == "error":
         raise ValueError(f"{source}: row {over[0]['row']}: {over[0]['tokens']} tokens > max_length {max_length} "
                          f"({len(over)} such rows); drop them with `overlength: drop` or raise sft.max_length")
-    if over: tokd = tokd.select([i for i, n in enumerate(lengths) if n <= max_length])
+    if over and overlength == "truncate":
+        tokd = tokd.map(lambda b: {k: [x[:max_length] for x in b[k]] for k in ("input_ids", "labels")}, batched=True)
+    elif over: tokd = tokd.select([i for i, n in enumerate(lengths) if n <= max_length])
     return tokd.remove_columns("row"), over
 
 # %% ../nbs/06_training.ipynb #f5df82e0
-class TrainingError(RuntimeError):
+class TrainingError(MixcotError, RuntimeError):
     "A training run that cannot start or continue as asked."
 
 def recipe_hash(recipe:TrainRecipe) -> str:
@@ -227,11 +243,23 @@ def _quantization_config(recipe:TrainRecipe):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.bfloat16 if recipe.sft.get("bf16") else torch.float32)
 
+def default_attn() -> str:
+    "`flash_attention_2` on a GPU with flash-attn installed (fast padding-free packing), else PyTorch's `sdpa`."
+    from importlib.util import find_spec
+    return "flash_attention_2" if _cuda() and find_spec("flash_attn") else "sdpa"
+
+def sharding_at_load() -> dict[str, bool]:
+    "What transformers sees when a model loads now: DeepSpeed ZeRO-3 (sharded init) and FSDP's rank-0-only loading."
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.modeling_utils import is_fsdp_enabled
+    return {"zero3": is_deepspeed_zero3_enabled(), "fsdp": is_fsdp_enabled()}
+
 def load_student(recipe:TrainRecipe):
     "The student model as `mode` needs it, and the PEFT `LoraConfig` (None for full fine-tuning)."
     from transformers import AutoModelForCausalLM
     kw = dict(recipe.sft.get("model_init_kwargs") or {})
     kw.setdefault("dtype", "auto")
+    kw.setdefault("attn_implementation", default_attn())
     if recipe.mode == "qlora":
         kw["quantization_config"] = _quantization_config(recipe)
         kw.setdefault("device_map", {"": int(os.environ.get("LOCAL_RANK", 0))} if _cuda() else {"": "cpu"})
@@ -247,8 +275,23 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 # %% ../nbs/06_training.ipynb #cd9a1f49
+_DEFAULTS = {"logging_steps": 1, "report_to": "none",   # the loss curve in the summary; no tracker unless asked
+             "save_total_limit": 2}                     # the two newest checkpoints (one 70B checkpoint with its optimizer is ~1 TB)
 _CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False,  # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
-                 "dataloader_pin_memory": False}                     # nothing to pin memory for without an accelerator
+                 "dataloader_pin_memory": False,                     # nothing to pin memory for without an accelerator
+                 "use_cpu": True}                                    # launched ranks then join one gloo group (else each trains alone)
+_EXTRAS = {"use_liger_kernel": ("liger_kernel", "liger-kernel"), "tensorboard": ("tensorboard", "tensorboard"),
+           "wandb": ("wandb", "wandb"), "flash_attention_2": ("flash_attn", "flash-attn")}
+
+def _check_extras(recipe:TrainRecipe):
+    "A clear error, before any model loads, for an option whose package is missing."
+    from importlib.util import find_spec
+    report = recipe.sft.get("report_to", "none")
+    asked = ([k for k in ("use_liger_kernel",) if recipe.sft.get(k)] + ([report] if isinstance(report, str) else list(report))
+             + [(recipe.sft.get("model_init_kwargs") or {}).get("attn_implementation")])
+    for what in asked:
+        if what in _EXTRAS and not find_spec(_EXTRAS[what][0]):
+            raise TrainingError(f"{what} needs the package {_EXTRAS[what][1]}: pip install {_EXTRAS[what][1]}")
 
 def budget_steps(token_budget:int, lengths:list[int], batch_size:int, grad_accum:int=1, world_size:int=1) -> int:
     "Optimiser steps that see about `token_budget` tokens, batches drawn from examples of `lengths` tokens."
@@ -260,9 +303,10 @@ def _sft_config(recipe:TrainRecipe, progress:bool, max_steps:int|None=None):
     from trl import SFTConfig
     cpu = {} if _cuda() else {k: v for k, v in _CPU_DEFAULTS.items()
                              if not (k == "activation_checkpointing" and "gradient_checkpointing" in recipe.sft)}
-    kw = {"logging_steps": 1, "report_to": "none", **cpu, **recipe.sft, **({"max_steps": max_steps} if max_steps else {})}
+    kw = {**_DEFAULTS, **cpu, **recipe.sft, **({"max_steps": max_steps} if max_steps else {})}
     kw.pop("model_init_kwargs", None)
     if kw.get("padding_free") and not kw.get("packing"): kw["max_length"] = None  # lengths already enforced; TRL asks for None
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1: kw.setdefault("ddp_find_unused_parameters", False)  # every parameter is used
     kw.setdefault("disable_tqdm", not progress)
     return SFTConfig(output_dir=recipe.output_dir, seed=recipe.seed, **kw)
 
@@ -273,6 +317,7 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     if recipe.mode == "qlora" and not _cuda():
         try: import bitsandbytes  # noqa: F401 -- bitsandbytes >= 0.48 runs NF4 on the CPU too
         except ImportError: raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
+    _check_extras(recipe)
     set_seed(recipe.seed)
     tok = AutoTokenizer.from_pretrained(recipe.model_name_or_path)
     if not tok.chat_template: raise TrainingError(f"{recipe.model_name_or_path}: the tokenizer has no chat template")
@@ -286,16 +331,19 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     steps = budget_steps(recipe.token_budget, lengths, recipe.sft.get("per_device_train_batch_size", 8),
                          recipe.sft.get("gradient_accumulation_steps", 1), int(os.environ.get("WORLD_SIZE", 1))) \
             if recipe.token_budget else None
+    args = _sft_config(recipe, progress, steps)   # first: it sets up the launch's DeepSpeed/FSDP state, so the load below shards
     with progress_bars(progress):            # weight loading and TRL's own dataset passes
+        sharding = sharding_at_load()
         model, peft_config = load_student(recipe)
-        trainer = SFTTrainer(model=model, args=_sft_config(recipe, progress, steps), train_dataset=ds, processing_class=tok,
-                             peft_config=peft_config)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # no log line per step; the loss curve is in the summary
-    info = {"examples": len(raw), "kept": len(ds), "dropped_overlength": len(dropped), "dropped": dropped,
+    info = {"examples": len(raw), "kept": len(ds), "dropped_overlength": 0 if recipe.overlength == "truncate" else len(dropped), "dropped": dropped,
+            "truncated": len(dropped) if recipe.overlength == "truncate" else 0,
             "tokens_per_epoch": sum(lengths), "response_tokens_per_epoch": sum(sum(l != -100 for l in x) for x in ds["labels"]),
-            "end_token_ids": sorted(ends)}
+            "end_token_ids": sorted(ends), "sharded_load": sharding,
+            "attn_implementation": trainer.model.config._attn_implementation}
     return trainer, info
 
 # %% ../nbs/06_training.ipynb #716507e7
@@ -325,29 +373,60 @@ def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=Non
 def _loss_curve(state) -> list[list[float]]:
     return [[h["step"], h["loss"]] for h in state.log_history if "loss" in h]
 
+def last_complete_checkpoint(out:Path, is_main:bool=True) -> tuple[str|None, list[str]]:
+    "The newest `checkpoint-N` in `out` that has its `trainer_state.json` (saved last), and where incomplete ones were moved."
+    ckpts = sorted((p for p in Path(out).glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()), key=lambda p: int(p.name[11:]))
+    torn = [p for p in ckpts if not (p/"trainer_state.json").exists()]   # a kill mid-save: weights, no trainer state
+    moved = [str(Path(out)/"torn_checkpoints"/f"{p.name}.torn-{int(time.time())}") for p in torn]
+    if is_main:
+        for p, dest in zip(torn, moved): Path(dest).parent.mkdir(exist_ok=True); p.rename(dest)
+    if torn: warnings.warn(f"{out}: {len(torn)} incomplete checkpoint(s) (no trainer_state.json; killed while saving) set aside "
+                           f"in {Path(out)/'torn_checkpoints'}; resuming from the newest complete one")
+    complete = [p for p in ckpts if p not in torn]
+    return (str(complete[-1]) if complete else None), moved
+
 def _resume_epoch(ckpt:str|None) -> float:
     if not ckpt: return 0.0
     return json.loads((Path(ckpt)/"trainer_state.json").read_text()).get("epoch") or 0.0
 
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+def hub_id(name:str) -> str|None:
+    "`name` if it is a Hub id, else the Hub id a local model folder was saved from (its config's `_name_or_path`), else None."
+    p = Path(name)
+    if not p.exists(): return name if _HUB_ID.fullmatch(name) else None
+    origin = json.loads((p/"config.json").read_text()).get("_name_or_path", "") if (p/"config.json").exists() else ""
+    return origin if _HUB_ID.fullmatch(origin) and not Path(origin).exists() else None
+
 def model_card(recipe:TrainRecipe, summary:dict) -> str:
-    "A short README.md for the trained model: base, data, recipe, metrics, versions."
-    vs = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+    "The trained model's README.md, as `huggingface_hub.ModelCard`: front matter, base, data (the mix), recipe, metrics."
+    from huggingface_hub import ModelCard, ModelCardData
+    base, data = hub_id(recipe.model_name_or_path), Path(recipe.dataset)
+    mix = json.loads((data/"stats.json").read_text()) if (data/"stats.json").exists() else None
+    meta = ModelCardData(base_model=base, library_name="peft" if recipe.mode != "full" else "transformers",
+                         datasets=[recipe.dataset] if not data.exists() and _HUB_ID.fullmatch(recipe.dataset) else None,
+                         pipeline_tag="text-generation", tags=["mixcot", "sft", "trl", "chain-of-thought"])
+    if mix:
+        shares = ", ".join(f"{t}: {n} rows (weight {mix['weights'].get(t, 0):.2f})" for t, n in mix["rows_per_source"].items())
+        about = [f"- mix `{mix['name']}`: {mix['rows']} examples over {mix['problems']} problems; {shares}",
+                 f"- dataset card with the mix's recipe and pool: `{data/'README.md'}`" if (data/"README.md").exists() else ""]
+    else: about = [f"- dataset: `{recipe.dataset}`"]
     loss = summary["final_loss"]
-    return "\n".join([
-        "---", f"base_model: {recipe.model_name_or_path}", "library_name: " + ("peft" if recipe.mode != "full" else "transformers"),
-        "tags: [mixcot, sft, trl]", "---", "",
+    body = "\n".join([
         f"# {Path(recipe.output_dir).name}", "",
-        f"`{recipe.model_name_or_path}` fine-tuned ({recipe.mode}) with [mixcot](https://github.com/mixcot/mixcot) and TRL's SFTTrainer "
-        f"on `{recipe.dataset}`: loss on the response and its end token only.", "",
-        "## Data", "",
-        f"- examples: {summary['examples']}, trained on {summary['kept']}, dropped over `max_length` ({recipe.max_length}): {summary['dropped_overlength']}",
-        f"- tokens per epoch: {summary['tokens_per_epoch']}", "",
-        "## Training", "", "```yaml", json.dumps(recipe.model_dump(mode="json"), indent=2), "```", "",
+        f"`{recipe.model_name_or_path}`" + (f" (Hub: `{base}`)" if base and base != recipe.model_name_or_path else "")
+        + f" fine-tuned ({recipe.mode}) with [mixcot](https://github.com/mixcot/mixcot) and TRL's SFTTrainer: loss on the "
+        "response and its end token only.", "",
+        "## Data", "", *filter(None, about),
+        f"- examples: {summary['examples']}, trained on {summary['kept']}, dropped over `max_length` ({recipe.max_length}): "
+        f"{summary['dropped_overlength']}", f"- tokens per epoch: {summary['tokens_per_epoch']}", "",
+        "## Training recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False).strip(), "```", "",
         "## Results", "",
         f"- final train loss: {loss if loss is None else round(loss, 4)}, steps: {summary['steps']}, world size: {summary['world_size']}",
         f"- tokens/s: {summary['tokens_per_second']}, train seconds: {summary['train_seconds']}",
         f"- end-of-turn check: {summary['eos_check']}", "",
-        f"## Versions", "", vs, ""])
+        "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""])
+    return str(ModelCard(f"---\n{meta.to_yaml()}\n---\n\n{body}"))
 
 # %% ../nbs/06_training.ipynb #7a8231f4
 def _merge(adapter_dir:Path, dest:Path, tokenizer) -> Path:
@@ -358,15 +437,15 @@ def _merge(adapter_dir:Path, dest:Path, tokenizer) -> Path:
     return dest
 
 def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
-    "Train the student of `recipe` (resuming from its last checkpoint); save it and return the run's summary."
-    from transformers.trainer_utils import get_last_checkpoint
+    "Train the student of `recipe` (resuming from its last complete checkpoint); save it and return the run's summary."
     out = Path(recipe.output_dir)
     is_main = int(os.environ.get("RANK", 0)) == 0
     out.mkdir(parents=True, exist_ok=True)
     if (done := _check_output_dir(recipe, out, is_main)) is not None: return done
     t0 = time.time()
     trainer, info = build_trainer(recipe, progress)
-    ckpt = get_last_checkpoint(str(out))
+    ckpt, torn = last_complete_checkpoint(out, is_main)
+    start_epoch = _resume_epoch(ckpt)        # read now: `save_total_limit` may rotate that checkpoint away while training
     result = trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(out))
     world = trainer.accelerator.num_processes
@@ -377,14 +456,14 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
     if recipe.mode != "full" and recipe.merge_adapter: model_path = _merge(out, out/"merged", tok)
     write_jsonl(out/"dropped.jsonl", info.pop("dropped"))
     state = trainer.state
-    trained = info["tokens_per_epoch"] * (state.epoch - _resume_epoch(ckpt))
+    trained = info["tokens_per_epoch"] * (state.epoch - start_epoch)
     seconds = result.metrics.get("train_runtime", 0.0)
     curve = _loss_curve(state)
     ends = set(info["end_token_ids"])
     summary = {
         "model_path": str(model_path), "adapter_path": None if recipe.mode == "full" else str(out),
         "recipe_hash": recipe_hash(recipe), **info, "steps": state.global_step, "epochs": state.epoch,
-        "resumed_from": ckpt, "tokens_seen": round(info["tokens_per_epoch"] * state.epoch),
+        "resumed_from": ckpt, "torn_checkpoints": torn, "tokens_seen": round(info["tokens_per_epoch"] * state.epoch),
         "train_seconds": round(seconds, 3), "tokens_per_second": round(trained / seconds, 1) if seconds else None,
         "loss_curve": curve, "final_loss": curve[-1][1] if curve else None, "world_size": world,
         "eos_check": eos_check(model_path, load_sft_data(recipe.dataset), ends, recipe.eos_check, out, recipe.max_length) if recipe.eos_check else None,
@@ -396,6 +475,100 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
     write_json(out/"train_summary.json", summary)
     return summary
 
+# %% ../nbs/06_training.ipynb #632ee08b
+class LaunchSpec(StrictModel):
+    "How one training run is launched: processes per node, nodes, and an accelerate config."
+    num_processes: int = Field(1, ge=1)     # processes per node, one per GPU
+    nodes: int = Field(1, ge=1)             # machines; more than one is launched by Slurm (`pipeline.slurm_scripts`)
+    config_file: str | None = None          # accelerate config: recipes/accelerate/{ddp,zero3,fsdp}.yaml (None: DDP)
+    main_process_port: int | None = Field(None, ge=1, le=65535)  # rendezvous port (default: a free one)
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_exists(cls, v):
+        "The config's absolute path: relative to the working directory, else to the project (its `recipes/accelerate`)."
+        if v is None: return v
+        import mixcot_nb
+        found = [p for p in (Path(v), Path(mixcot_nb.__file__).resolve().parents[1]/v) if p.is_file()]
+        if not found: raise ValueError(f"accelerate config {v} not found (relative to {Path.cwd()} or the project)")
+        return str(found[0].resolve())
+
+    @property
+    def world_size(self) -> int: return self.num_processes * self.nodes
+
+    def strategy(self) -> str:
+        "How the model is spread: `zero3` (or another ZeRO stage), `fsdp`, `ddp`, or `single`."
+        import yaml
+        cfg = yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}
+        kind = cfg.get("distributed_type")
+        if kind == "DEEPSPEED": return f"zero{cfg.get('deepspeed_config', {}).get('zero_stage', 0)}"
+        if kind == "FSDP": return "fsdp"
+        return "ddp" if self.world_size > 1 else "single"
+
+    def offload(self) -> set[str]:
+        "What a DeepSpeed config moves to CPU memory: `optimizer`, `param`, both or neither."
+        import yaml
+        ds = (yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}).get("deepspeed_config", {})
+        return {k for k in ("optimizer", "param") if ds.get(f"offload_{k}_device", "none") not in ("none", None)}
+
+class LaunchError(TrainingError):
+    "A launched training run that failed; `launch` holds its command, log and exit status."
+    def __init__(self, msg:str, launch:dict): super().__init__(msg); self.launch = launch
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def die_with_parent():
+    "Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks after a kill -9); elsewhere a no-op."
+    import ctypes, signal
+    try: ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError: pass
+
+def launch_command(launch:LaunchSpec, recipe_file, progress:bool=False) -> list[str]:
+    "The `accelerate launch` command that trains `recipe_file` on one node as `launch` says."
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.world_size),
+           "--num_machines", str(launch.nodes), "--main_process_port", str(launch.main_process_port or _free_port())]
+    if launch.config_file: cmd += ["--config_file", launch.config_file]
+    else: cmd += (["--multi_gpu"] if launch.world_size > 1 else []) + ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    return cmd + ["-m", "mixcot_nb.training", str(recipe_file)] + ([] if progress else ["--no-progress"])
+
+def _follow(p, log:Path, offset:int, echo:bool) -> int:
+    "Wait for `p`, echoing what it appends to `log` after `offset` to stderr while `echo`; its exit status."
+    with open(log, "rb") as f:
+        f.seek(offset)
+        while True:
+            rc = p.poll()
+            if chunk := f.read():
+                if echo: sys.stderr.write(chunk.decode(errors="replace")); sys.stderr.flush()
+            elif rc is not None: return rc
+            else: time.sleep(0.2)
+
+def launch_training(recipe:TrainRecipe, launch:LaunchSpec, log, progress:bool=True) -> dict:
+    "Train `recipe` under its own `accelerate launch`, output appended to `log`; its summary, with `launch` (command, log, exit status)."
+    import subprocess, yaml
+    if launch.nodes > 1: raise TrainingError(f"nodes: {launch.nodes}: a multi-node run is launched by Slurm (recipes/slurm), one launcher per node")
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file = log.with_suffix(".yaml")
+    tmp = recipe_file.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)); os.replace(tmp, recipe_file)
+    cmd = launch_command(launch, recipe_file, progress)
+    info = {"command": " ".join(cmd), "log": str(log), "world_size": launch.world_size, "strategy": launch.strategy()}
+    with open(log, "ab") as f:
+        f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {info['command']}\n".encode()); f.flush()
+        offset = f.tell()
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                             env={**os.environ, "MIXCOT_DIE_WITH_PARENT": "1"})
+    info["pid"] = p.pid
+    info["exit_status"] = _follow(p, log, offset, progress)
+    summary = Path(recipe.output_dir)/"train_summary.json"
+    if info["exit_status"] != 0 or not summary.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise LaunchError(f"training exited with status {info['exit_status']}; log: {log}\n{tail}", info)
+    return {**json.loads(summary.read_text()), "launch": info}
+
 # %% ../nbs/06_training.ipynb #9fd5f882
 def main(argv:list[str]|None=None) -> dict:
     "`python -m mixcot_nb.training RECIPE.yaml`: train one recipe and print its summary's headline."
@@ -403,6 +576,7 @@ def main(argv:list[str]|None=None) -> dict:
     ap.add_argument("recipe", help="training recipe (YAML)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    if os.environ.get("MIXCOT_DIE_WITH_PARENT"): die_with_parent()   # launched by `launch_training`
     summary = run_training(load_recipe(args.recipe, TrainRecipe), progress=not args.no_progress)
     if summary:
         keys = ["model_path", "steps", "final_loss", "dropped_overlength", "tokens_per_second", "world_size", "eos_check"]

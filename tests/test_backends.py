@@ -1,6 +1,6 @@
 """The generation engines for real: transformers on a tiny locally built model, and the OpenAI-compatible engine against
 a real HTTP server (tests/fault_server.py) that injects 429s, 5xx, slow replies and dropped connections."""
-import asyncio, json, logging, subprocess, sys, traceback
+import asyncio, json, logging, subprocess, sys, time, traceback
 from pathlib import Path
 
 import pytest
@@ -295,3 +295,72 @@ def test_openai_placeholder_key_when_unset(monkeypatch):
         with OpenAIEngine("fault-model", srv.base_urls, api_key_env="MIXCOT_UNSET_KEY") as eng:
             eng.generate(_convs(1), SamplingParams())
     assert srv.requests[0].auth == "Bearer EMPTY"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# streaming: each conversation once, as it finishes
+
+def test_transformers_stream_each_conversation_once(tiny_model, hf, convs):
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=5)
+    batches = list(hf.stream(convs, params))
+    assert len(batches) == 2 * len(convs) // hf.batch_size          # one batch per 8 sequences, each conversation when whole
+    got = {i: cs for b in batches for i, cs in b}
+    assert sorted(i for b in batches for i, _ in b) == list(range(len(convs))) and all(len(cs) == 2 for cs in got.values())
+    assert [[c.text for c in got[i]] for i in range(len(convs))] == [[c.text for c in o] for o in hf.generate(convs, params)]
+
+
+def test_sampling_knobs_reach_transformers(hf, convs):
+    "top_k=1 is greedy whatever the temperature; a strong repetition penalty changes greedy texts; `extra` is refused here."
+    greedy = [o[0].text for o in hf.generate(convs[:6], SamplingParams(max_tokens=24))]
+    assert [o[0].text for o in hf.generate(convs[:6], SamplingParams(temperature=1.5, top_k=1, max_tokens=24, seed=1))] == greedy
+    assert [o[0].text for o in hf.generate(convs[:6], SamplingParams(repetition_penalty=3.0, max_tokens=24))] != greedy
+    with pytest.raises(ValueError, match="does not take sampling.extra"):
+        hf.generate(convs[:1], SamplingParams(extra={"min_tokens": 4}))
+
+
+def test_sampling_params_and_engine_args_are_checked_with_hints():
+    from mixcot_nb.backends import chat_request
+    with pytest.raises(ValueError, match=r"sampling.extra.presense_penalty: .*did you mean: presence_penalty"):
+        SamplingParams(extra={"presense_penalty": 1.0})
+    with pytest.raises(ValueError, match="set `top_k` as its own field"):
+        SamplingParams(extra={"top_k": 3})
+    with pytest.raises(ValueError, match=r"engine_args.enforce_eagr: .*did you mean: enforce_eager"):
+        EngineSpec(engine="vllm", model="m", engine_args={"enforce_eagr": True})
+    with pytest.raises(ValueError, match="give it under engine_args"):
+        EngineSpec(engine="vllm", model="m", enable_prefix_caching=True)
+    with pytest.raises(ValueError, match="did you mean: max_concurrency"):
+        EngineSpec(engine="openai", model="m", max_concurency=4)
+    spec = EngineSpec(engine="vllm", model="m", engine_args=dict(enforce_eager=True, data_parallel_size=2,
+                                                                  pipeline_parallel_size=2, enable_prefix_caching=True))
+    assert EngineSpec.model_validate(spec.model_dump()) == spec
+    kw = chat_request("m", [{"role": "user", "content": "hi"}],
+                      SamplingParams(top_k=20, min_p=0.1, extra={"presence_penalty": 0.5, "min_tokens": 3}))
+    assert kw["presence_penalty"] == 0.5 and kw["extra_body"] == {"top_k": 20, "min_p": 0.1, "min_tokens": 3}
+    assert "extra_body" not in chat_request("m", [{"role": "user", "content": "hi"}], SamplingParams())
+
+
+def test_openai_stream_hands_over_results_as_they_arrive():
+    "A slow request does not hold back the others: they come out first, each once, and all while it is still running."
+    with FaultServer(latency=0.02, faults={"prompt 0": ["slow:1.5"]}) as srv:
+        with OpenAIEngine("fault-model", srv.base_urls, max_concurrency=4) as eng:
+            seen = []
+            for batch in eng.stream(_convs(40), SamplingParams()):
+                seen += [(i, time.monotonic()) for i, _ in batch]
+    order = [i for i, _ in seen]
+    assert sorted(order) == list(range(40)) and order[-1] == 0
+    slow = next(r for r in srv.requests if r.prompt == "prompt 0")
+    assert all(t < slow.t_end for i, t in seen if i != 0)          # everything else was handed over before it ended
+
+
+def test_openai_stream_stopped_early_cancels_the_rest():
+    with FaultServer(latency=0.2) as srv:
+        with OpenAIEngine("fault-model", srv.base_urls, max_concurrency=2) as eng:
+            it = eng.stream(_convs(20), SamplingParams())
+            first = next(it)
+            it.close()                                             # the caller stops after the first batch
+            closed_at = time.monotonic()
+            time.sleep(0.5)                                        # requests already on the wire may still finish
+            late = [r for r in srv.requests if r.t_start > closed_at + 0.05]   # 50 ms for one already in transit
+            assert len(first) >= 1 and len(srv.requests) <= 6 and not late   # nothing more was sent
+            out = eng.generate(_convs(3), SamplingParams())       # and the engine still works
+    assert [o[0].text for o in out] == [answer(f"prompt {i}", 0, 1024)[0] for i in range(3)]

@@ -12,7 +12,7 @@ def mixcot(*args, cwd=None):
 
 def test_help_shows_an_example():
     r = mixcot("grade", "--help")
-    assert r.returncode == 0 and "example:" in r.stdout and "mixcot grade" in r.stdout
+    assert r.returncode == 0 and "example" in r.stdout and "mixcot grade" in r.stdout
 
 
 def test_grade_real_file(tmp_path, data):

@@ -20,8 +20,13 @@ APPENDER = textwrap.dedent("""
 """)
 
 
-def _kill_mid_run(tmp_path, script, *args, wait=1.5):
+def _kill_mid_run(tmp_path, script, *args, wait=1.5, started=None):
+    "Run `script` in a process and SIGKILL it `wait` seconds after `started` (a path) exists, or after its start."
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=tmp_path)
+    deadline = time.time() + 120                       # a loaded machine may take long to import
+    while started is not None and not Path(started).exists():
+        assert proc.poll() is None and time.time() < deadline, "the writer never started"
+        time.sleep(0.02)
     time.sleep(wait)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -29,7 +34,7 @@ def _kill_mid_run(tmp_path, script, *args, wait=1.5):
 
 def test_append_survives_sigkill(tmp_path):
     path = tmp_path/"traces.jsonl"
-    _kill_mid_run(tmp_path, APPENDER, str(path))
+    _kill_mid_run(tmp_path, APPENDER, str(path), wait=0.5, started=path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         recs = read_jsonl(path, Trace)

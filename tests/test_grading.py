@@ -1,13 +1,18 @@
-"Grading on real responses, the curated equivalence set, hard time limits (main thread, threads, pool workers) and the judge hook."
+"Grading on real responses, the curated equivalence set, public grader suites, both extraction policies, hard time limits (main thread, threads, pool workers) and the judge hook."
 import json, multiprocessing as mp, string, threading, time
 from concurrent.futures import ProcessPoolExecutor
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mixcot_nb.grading import (EQUIV_CASES, JUDGE_SYSTEM, Verdict, answers_match, chat_judge, extract_answer,
-                               final_segment, grade, grade_many, hendrycks_is_equiv, judge_messages, last_boxed,
-                               match_answers, math_verify_alone, normalise_answer, parse_judgement, read_harness_jsonl,
-                               reference_answer, summarise)
+from pathlib import Path
+
+from mixcot_nb.core import JsonlError
+from math500_check import MATH500_14B, check_math500_14b
+from mixcot_nb.grading import (EQUIV_CASES, FLOAT_REL_TOL, JUDGE_SYSTEM, POLICIES, Verdict, answers_match, chat_judge,
+                               extract_answer, final_segment, find_answer, grade, grade_many, grade_policies,
+                               grade_suite_case, hendrycks_is_equiv, judge_messages, last_boxed, match_answers,
+                               math_verify_alone, math_verify_plain, normalise_answer, numbers_match, parse_judgement,
+                               read_grader_suite, read_harness_jsonl, reference_answer, summarise)
 
 TIMEOUT = 1.0
 SLOW = ("(x+y+z)^{60}", "(x+y-z)^{60}")      # passes the guards; sympy needs about 6 s: only a kill stops it
@@ -56,10 +61,76 @@ def test_gsm8k_rule_on_the_real_references(data):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=string.printable + "\x00{}\\$^_αβ∞−", max_size=400))
 def test_extraction_and_normalisation_never_crash(text):
-    for s in (text, "\\boxed{" + text, text + "</think>" + text, "<think>" + text):
-        a = extract_answer(s)
-        assert a is None or isinstance(a, str)
+    for s in (text, "\\boxed{" + text, text + "</think>" + text, "<think>" + text, "Final Answer: " + text, "\\boxed{1} and " + text):
+        for policy in POLICIES:
+            a, how = find_answer(s, policy=policy)
+            assert (a is None and how is None) or (isinstance(a, str) and how is not None)
         assert isinstance(normalise_answer(s), str)
+
+
+# ---------------------------------------------------------------- extraction policies
+
+def test_strict_policy_is_the_paper_rule():
+    # the last box, whatever follows it; no "Answer:" endings; no fallback to the last number
+    assert find_answer("\\boxed{255}. So she has $10,455. Final Answer: The final answer is $10,455$.") == ("255", "boxed")
+    assert find_answer("6 + 3 = 9.\nAnswer: 9") == (None, None)
+    assert find_answer("\\boxed{-2} and \\boxed{1}") == ("1", "boxed")
+    assert find_answer("Final Answer: The largest $n$ is 34.") == ("The largest $n$ is 34", "final_answer")
+    assert find_answer("Therefore the answer is 12 sequences") == (None, None)
+
+
+LENIENT = [  # (response, answer, rule): each class of the lenient policy
+    ("Final Answer: The largest $n$ is 34.", "34", "final_answer"),
+    ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3", "final_answer"),
+    ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120", "final_answer"),
+    ("Natalia sold 48 + 24 = 72 clips.\nAnswer: 72", "72", "answer_phrase"),
+    ("So the answer is 42.", "42", "answer_phrase"),
+    ("The answer is $-\\frac{1}{2}$.", "-\\frac{1}{2}", "answer_phrase"),
+    ("the integers are \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "-2, 1", "boxes"),
+    ("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$", "(3, 3), (1, 1)", "boxes"),
+    ("First \\boxed{5}. Then, checking the other case, we find \\boxed{7}", "7", "boxed"),
+    ("\\boxed{004} as computed. So, \\boxed{004}", "004", "boxed"),
+    ("$\\boxed{255}$ So, Dr. Zaius has $10,455. Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455", "final_answer"),
+    ("Therefore, there are 12 distinct sequences. I hope it is correct. <|im_start|>user", "12", "last_number"),
+    ("So $y = 8.8 - 2.8 = 6$ and the ordered pair is $(7, 6)$.", "(7, 6)", "last_math"),
+    ("Thus $x = 5+5+1 = 7 = 11$", "11", "last_math"),
+    ("the probability that Alice wins is 2/3.", "2/3", "last_number"),
+]
+
+
+@pytest.mark.parametrize("response,answer,rule", LENIENT)
+def test_lenient_policy_reads_what_a_careful_reader_reads(response, answer, rule):
+    assert find_answer(response, policy="lenient") == (answer, rule)
+
+
+def test_lenient_policy_keeps_the_no_answer_cases():
+    for resp in ["<think>so \\boxed{3} maybe", "so \\boxed{1} and then \\boxed{12", "I think that's the final answer.", "", "model AZYUK",
+                 "Squaring both sides: x^2 + y^2 < (x + k/2)^2 + (y - 1/2"]:
+        assert find_answer(resp, policy="lenient") == (None, None), resp
+    with pytest.raises(ValueError, match="unknown extraction policy"): find_answer("x", policy="loose")
+
+
+def test_every_verdict_records_policy_and_rule():
+    items = [(r, a) for r, a, _ in LENIENT] + [("no answer here", "5")]
+    both = grade_policies(items, progress=False)
+    assert set(both) == set(POLICIES)
+    for policy, vs in both.items():
+        assert all(v.policy == policy for v in vs)
+        assert all((v.extracted_by is None) == (v.answer is None) == (v.decided_by == "no_answer") for v in vs)
+    assert [v.extracted_by for v in both["lenient"][:-1]] == [rule for *_, rule in LENIENT]
+    assert all(v.correct for v in both["lenient"][:-1]) and not both["lenient"][-1].correct
+    assert sum(v.correct for v in both["strict"]) < len(LENIENT)
+    assert grade_many(items, policy="lenient", progress=False) == both["lenient"]
+    assert grade_many(items, progress=False) == both["strict"] == [grade(r, a) for r, a in items]
+    assert summarise(both["lenient"])["extracted_by"]["boxes"] == 2
+
+
+def test_math500_fixture_strict_and_lenient(data):
+    rows = read_harness_jsonl(data/MATH500_14B)
+    both = grade_policies(rows, progress=False)
+    check_math500_14b(data, [(r["gold"], v.answer, v.correct) for r, v in zip(rows, both["strict"])])   # the paper's rule: unchanged
+    assert sum(v.correct for v in both["lenient"]) >= sum(v.correct for v in both["strict"])
+    assert all(s.correct <= l.correct for s, l in zip(both["strict"], both["lenient"]) if s.extracted_by == "boxed")
 
 
 # ---------------------------------------------------------------- equivalence
@@ -98,6 +169,67 @@ def test_math500_references_match_themselves(data):
     rows = [json.loads(l) for l in open(data/"math500"/"test.jsonl")]
     assert len(rows) == 500
     assert all(answers_match(r["answer"], extract_answer(r["solution"]) or "") for r in rows)
+
+
+def test_exact_values_before_floats():
+    assert numbers_match("0.0000001", "0.0000002") is False                    # tiny distinct values stay distinct
+    assert not answers_match("10^{-9}", "2\\cdot10^{-9}") and not answers_match("1\\times10^{-12}", "1.5\\times10^{-12}")
+    assert not answers_match("10", "10.0000001") and answers_match("10", "10.000")
+    assert answers_match("\\frac{1}{3}", "0.3333333") and not answers_match("\\frac{1}{3}", "0.333")
+    assert FLOAT_REL_TOL == 1e-6 and answers_match("\\frac{1}{7}", "0.142857") and not answers_match("\\frac{1}{7}", "0.14285")
+    assert answers_match("\\frac{\\sqrt{2}}{2}", "0.7071068") and not answers_match("\\sqrt{3}", "1.732")
+
+
+def test_list_or_thousands_decided_by_the_reference():
+    assert not answers_match("32349", "32, 349")                # a comma and a space: a list
+    assert answers_match("32, 349", "32,349") and answers_match("100, 200", "100,200")   # the reference is a list
+    assert answers_match("32349", "32,349") and answers_match("\\$32,\\!348", "32348")     # the reference is a number
+    assert answers_match("14{,}916", "14{, }916") and answers_match("11,\\! 111,\\! 111,\\! 100", "11111111100")
+    assert answers_match("1,22", "1.22") and answers_match("0,111", "0.111")              # a decimal comma
+    assert not answers_match("12", "1,2") and not answers_match("1,000", "1")
+
+
+@pytest.mark.parametrize("a,b", [("x \\in [-2, 7]", "-2 \\le x \\le 7"), ("[2,\\infty)", "x \\ge 2"), ("(3,\\infty)", "x>3"),
+                                 ("(-\\infty,5]", "5 \\ge x"), ("(0,1)", "0<f(x)<1"), ("[-2,7]", "-2 \\leq x \\leq 7")])
+def test_intervals_and_inequalities_both_directions(a, b):
+    assert answers_match(a, b) and answers_match(b, a)
+
+
+def test_intervals_and_inequalities_keep_their_ends():
+    for a, b in [("[2,\\infty)", "x > 2"), ("(-2,7)", "-2 \\le x \\le 7"), ("(-\\infty, 5)", "x > 5"), ("(1,2)", "\\{1,2\\}")]:
+        assert not answers_match(a, b) and not answers_match(b, a), (a, b)
+
+
+# ---------------------------------------------------------------- public grader test suites
+
+SUITES = sorted((Path(__file__).parent/"data"/"grader_suites").glob("*.jsonl"))
+
+
+def test_public_suites_mixcot_agrees_at_least_as_often_as_math_verify():
+    cases = [c for f in SUITES for c in read_grader_suite(f)]
+    assert len(SUITES) == 3 and len(cases) == 330
+    got = {k: [f(c) for c in cases] for k, f in {"strict": lambda c: grade_suite_case(c, "strict", timeout=20),
+                                                    "lenient": lambda c: grade_suite_case(c, "lenient", timeout=20),
+                                                    "math-verify": lambda c: math_verify_plain(c["gold"], c["pred"])}.items()}
+    agree = {(k, kind): sum(v == c["expected"] for v, c in zip(vs, cases) if c["kind"] == kind) for k, vs in got.items()
+             for kind in ("pair", "response")}
+    print(agree)
+    assert agree["lenient", "response"] >= agree["math-verify", "response"] > agree["strict", "response"]
+    assert agree["lenient", "pair"] >= agree["math-verify", "pair"]
+    # the cases math-verify gets and mixcot does not are two labels that record math-verify's own behaviour:
+    # six-decimal rounding (0.0666668 = 0.066666793) and a parse that stops at \mathrm{e} (1 - 1/e = 1 + 1/e)
+    worse = [c["id"] for c, o, m in zip(cases, got["lenient"], got["math-verify"]) if o != c["expected"] and m == c["expected"]]
+    assert worse == ["areal/test_math_verify_reward::test_worker_rounding_matches_six_decimal_places",
+                     "math_verify/test_yujianll::test_string_extraction[9]"]
+
+
+def test_grader_suite_files_are_checked(tmp_path):
+    bad = tmp_path/"suite.jsonl"
+    bad.write_text('{"id": "a", "source": "s", "kind": "pair", "gold": "1", "pred": "1", "expected": true}\n'
+                   '{"id": "b", "source": "s", "kind": "essay", "gold": "1", "pred": "1", "expected": true}\n')
+    with pytest.raises(JsonlError, match="suite.jsonl:2: field 'kind'"): read_grader_suite(bad)
+    bad.write_text('{"id": "a", "source": "s", "kind": "pair", "gold": "1", "pred": "1", "expected": "yes"}\n')
+    with pytest.raises(JsonlError, match="suite.jsonl:1: field 'expected'"): read_grader_suite(bad)
 
 
 # ---------------------------------------------------------------- real responses
@@ -177,11 +309,13 @@ def test_time_limit_inside_worker_processes(kind):
     assert all(el < 3 * TIMEOUT for _, el in out)
 
 
-def test_grade_many_with_pathological_items():
+@pytest.mark.parametrize("policy", POLICIES)
+def test_grade_many_with_pathological_items(policy):
     items = ([("\\boxed{5}", "5")] + [(s, "5") for s in PATHOLOGICAL] + [("\\boxed{" + s + "}", "5") for s in PATHOLOGICAL]
+             + [("Final Answer: " + s, "5") for s in PATHOLOGICAL] + [("\\(" * 50_000, "5"), ("Answer: " * 20_000, "5")]
              + [("\\boxed{" + SLOW[1] + "}", SLOW[0]), ("\\boxed{x(x+2)}", "x^2+2x")])
     t0 = time.monotonic()
-    vs = grade_many(items, timeout=TIMEOUT, progress=False)
+    vs = grade_many(items, timeout=TIMEOUT, progress=False, policy=policy)
     elapsed = time.monotonic() - t0
     assert len(vs) == len(items) and vs[0].decided_by == "exact"
     assert vs[-2].decided_by == "timeout" and vs[-1].decided_by == "math_verify"

@@ -1,14 +1,15 @@
 """The learnability lab: the world's answers pass the real grader, teachers' error rates hold through the real sampling
 stage, rejection keeps only correct traces, and a student base is built once and reused."""
-import json, math, random, time
+import json, math, random, re, time
 from collections import Counter
 
 import pytest
 
 from mixcot_nb.backends import EngineSpec, SamplingParams, make_engine
 from mixcot_nb.grading import grade, grade_many
-from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec, build_student, count_forks, find_slip,
-                           make_world, parse_puzzle, pretrain_examples, trail_answer, write_solution)
+from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec, arm_styles, build_student, count_forks,
+                           dishonest_oks, find_slip, in_style, make_world, parse_puzzle, pretrain_examples, random_puzzle,
+                           trail_answer, write_solution)
 from mixcot_nb.problems import load_problems
 from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
 
@@ -51,33 +52,68 @@ def test_world_is_deterministic_and_validated(tmp_path, world):
 @pytest.mark.parametrize("style", list(STYLES))
 def test_every_style_is_correct_without_slip_and_wrong_with_one(world, style):
     rows = load_problems("lab", path=world/"train.jsonl")[:150]
+    slipped = 0
     for i, p in enumerate(rows):
         q = parse_puzzle(p.problem)
-        assert grade(write_solution(q, style, random.Random(i)), p.answer).correct, (style, p.problem)
+        text = write_solution(q, style, random.Random(i))
+        assert grade(text, p.answer).correct and in_style(text, style) and dishonest_oks(text, q) == 0, (style, text)
         slip = find_slip(q, random.Random(i))
-        assert slip is not None and trail_answer(q, slip) != q.answer
+        if slip is None: continue              # no misread changes this puzzle's answer
+        slipped += 1
+        assert trail_answer(q, slip) != q.answer
         text = write_solution(q, style, random.Random(i), slip)
         v = grade(text, p.answer)
         assert not v.correct and v.answer == str(trail_answer(q, slip))
-        # the slip sits inside the reasoning: the wrong answer is already in the text before the final line
+        # the slip sits inside the reasoning (the wrong answer is already in the text before the final line), and the
+        # checks stay honest: computed with the misread step, they pass without an `ok` after a wrong value
         assert str(trail_answer(q, slip)) in text.rsplit("\n", 1)[0]
+        assert in_style(text, style) and dishonest_oks(text, q) == 0, (style, text)
+    assert slipped > 0.9 * len(rows)
 
 
-def test_styles_differ_in_length_as_designed(world):
-    rows = [parse_puzzle(p.problem) for p in load_problems("lab", path=world/"train.jsonl")[:200]]
-    mean = {s: sum(len(write_solution(q, s, random.Random(i))) for i, q in enumerate(rows)) / len(rows) for s in STYLES}
-    assert mean["long"] > 4 * mean["short"]
-    assert abs(mean["long-clean"] - mean["long"]) < 0.15 * mean["long"]
-    assert mean["short"] < mean["large"] < 2 * mean["small"] and mean["small"] < 2 * mean["large"]
-    long_text = "\n".join(write_solution(q, "long", random.Random(i)) for i, q in enumerate(rows))
-    clean_text = "\n".join(write_solution(q, "long-clean", random.Random(i)) for i, q in enumerate(rows))
-    for word in ("Wait", "dead end", "Let me verify", "Check x"):
-        assert word in long_text or word.replace("Wait", "Hold on") in long_text
-        assert word not in clean_text
+@pytest.fixture(scope="module")
+def inverse_puzzles():
+    rng = random.Random(5)
+    spec = WorldSpec(min_steps=2, max_steps=5, tasks={"inverse": 1.0})
+    return [random_puzzle(spec, rng, "inverse", rng.randint(2, 5)) for _ in range(300)]
+
+
+def test_styles_as_designed(inverse_puzzles):
+    texts = {s: [write_solution(q, s, random.Random(i)) for i, q in enumerate(inverse_puzzles)] for s in STYLES}
+    mean = {s: sum(map(len, t)) / len(t) for s, t in texts.items()}
+    assert 2 * mean["short"] < mean["long"] < 4 * mean["short"] and mean["large"] < mean["short"]
+    assert mean["short-nocheck"] < mean["short"] and mean["long-nocheck"] < mean["long"]
+    # long: a forward check per step, enumeration at forks, caught slips (at the step, or at the final check with a redo)
+    long = texts["long"]
+    assert all("check " in t for t in long) and all(" of " in t for t in long)   # every inverse problem forks
+    at_step = sum(". undo " in t for t in long) / len(long)
+    redo = sum("redo from undo" in t for t in long) / len(long)
+    assert 0.15 < at_step < 0.35 and 0.15 < redo < 0.35, (at_step, redo)
+    assert not any("check" in t or "redo" in t for t in texts["long-nocheck"])
+    # small: some flawed steps, the same answer; short never flawed
+    flawed = sum(a != b for a, b in zip(texts["small"], texts["short"])) / len(long)
+    assert 0.15 < flawed < 0.4, flawed
+    # one notation: every teacher's tokens are short's or long's (the bases' pretraining formats)
+    chars = lambda ts: set("".join(ts))
+    assert all(chars(texts[s]) <= chars(texts["short"]) | chars(texts["long"]) for s in STYLES)
+
+
+def test_style_checks_and_honesty(inverse_puzzles):
+    q = inverse_puzzles[0]
+    short, long = (write_solution(q, s, random.Random(0)) for s in ("short", "long"))
+    assert in_style(short, "short") and not in_style(short, "long") and not in_style(long, "short")
+    assert not in_style("So x is 4.\nFinal Answer: \\boxed{4}", "short")
+    with pytest.raises(ValueError, match="unknown lab teacher style"): in_style(short, "poetry")
+    lie = re.sub(r"=(\d) ok", lambda m: f"={(int(m.group(1)) + 1) % 10} ok", short)   # the last equation made wrong
+    assert dishonest_oks(lie, q) == 1
+    recipe = {"teachers": [{"name": "L", "engine": {"engine": "lab", "model": "long"}},
+                           {"name": "S", "engine": {"engine": "lab", "model": "short"}}],
+              "roles": {"long": "L", "short": "S"}, "arms": ["long", "short", "mix-long"]}
+    assert arm_styles(recipe, "mix-long") == ["long", "short"] and arm_styles(recipe, "short") == ["short"]
 
 
 def test_engine_spec_builds_the_lab_teacher():
-    eng = make_engine({"engine": "lab", "model": "long-clean", "settings": {"error_rate": 0.3, "seed": 5}})
+    eng = make_engine({"engine": "lab", "model": "long-nocheck", "settings": {"error_rate": 0.3, "seed": 5}})
     assert isinstance(eng, LabTeacher) and eng.settings.error_rate == 0.3
     with pytest.raises(ValueError, match="unknown lab teacher"): make_engine({"engine": "lab", "model": "huge"})
     with pytest.raises(ValueError): make_engine({"engine": "lab", "model": "short", "settings": {"error_rate": 1.5}})
@@ -91,8 +127,9 @@ def test_completions_are_honest():
     c = words.generate([conv], SamplingParams())[0][0]
     assert c.completion_tokens == len(c.text.split()) + 1 and c.finish_reason == "stop"
     assert c.prompt_tokens == sum(len(m["content"].split()) for m in conv)
-    c = LabTeacher("long", {"error_rate": 0.0}).generate([conv], SamplingParams(stop=["Step 2"]))[0][0]
-    assert "Step 2" not in c.text and "Step 1" in c.text
+    inv = [{"role": "user", "content": "Digits mod 10: start at x (x is odd), then *8, *2, *9, and the result is 6. What is x?"}]
+    c = LabTeacher("long", {"error_rate": 0.0}).generate([inv], SamplingParams(stop=["check"]))[0][0]
+    assert "check" not in c.text and c.text.startswith("Back from 6.") and c.finish_reason == "stop"
     bad = LabTeacher("short").generate([[{"role": "user", "content": "What is 1+1?"}]], SamplingParams())[0][0]
     assert not grade(bad.text, "2").correct
     with pytest.raises(ValueError, match="conversation 0"): LabTeacher("short").generate([[]], SamplingParams())
@@ -100,6 +137,7 @@ def test_completions_are_honest():
 
 def test_sampling_is_reproducible_and_varied():
     conv = [{"role": "user", "content": render_prompt(PAPER_PROMPT, "Digits mod 10: start at 4, then +3, *7, ^2. What is the result?")}]
+    conv = [{"role": "user", "content": "Digits mod 10: start at x (x is odd), then *8, *2, *9, and the result is 6. What is x?"}]
     t = LabTeacher("long", {"error_rate": 0.5, "seed": 2})
     a = [c.text for c in t.generate([conv], SamplingParams(n=8, temperature=0.7, seed=1))[0]]
     b = [c.text for c in LabTeacher("long", {"error_rate": 0.5, "seed": 2}).generate([conv], SamplingParams(n=8, temperature=0.7, seed=1))[0]]
@@ -153,6 +191,9 @@ def test_student_base_built_once_and_reused(world, tmp_path):
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) \
         == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert all(len(tok.decode([i])) == 1 for i in tok("0123456789").input_ids)
+    # the same recipe gives the same weights, bit for bit, in another folder
+    again = build_student("xs", world, tmp_path/"xs-again", pretrain_steps=8, pretrain_examples_n=300, progress=False)
+    assert (again/"model.safetensors").read_bytes() == (path/"model.safetensors").read_bytes()
     # a changed recipe rebuilds in place
     build_student("xs", world, tmp_path/"xs", pretrain_steps=9, pretrain_examples_n=300, progress=False)
     assert json.loads((path/"mixcot_lab.json").read_text())["recipe"]["pretrain_steps"] == 9
@@ -166,6 +207,13 @@ def test_pretraining_sees_no_training_or_test_problem(world):
     assert len({p for p, _ in pairs}) == 500 and not {p for p, _ in pairs} & used
     assert {parse_puzzle(p).level for p, _ in pairs} == {1, 2, 3} and {parse_puzzle(p).task for p, _ in pairs} == {"forward"}
     assert all(grade(r, str(parse_puzzle(p).answer)).correct for p, r in pairs)
+    mixed = pretrain_examples(world, "short", n=400, levels=[1, 2, 3, 4], tasks=["forward", "inverse"], prompt="{problem}",
+                              inverse_levels=[1, 2], long_share=0.2)
+    inverse = [(parse_puzzle(p), r) for p, r in mixed if parse_puzzle(p).task == "inverse"]
+    assert {parse_puzzle(p).level for p, _ in mixed if parse_puzzle(p).task == "forward"} == {1, 2, 3, 4}
+    assert {q.level for q, _ in inverse} <= {1, 2}
+    longs = sum(in_style(r, "long") for _, r in inverse)
+    assert abs(longs / len(mixed) - 0.2) < 0.07 and all(in_style(r, "short") for _, r in inverse if not in_style(r, "long"))
 
 
 def test_student_sizes_grow():

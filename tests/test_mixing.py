@@ -1,7 +1,8 @@
 """Mix Distillation on real trace stores: exact shares, pools, seeds, length budgets with a real tokenizer, filters,
 decontamination, the store read path (torn, malformed, duplicated lines) and a mix of the real response files."""
-import json, tempfile
+import json, subprocess, sys, tempfile
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -208,12 +209,17 @@ def test_per_problem_several(big):
 
 def test_builtin_mix_long(tmp_path):
     problems = problems_of(50)
-    table = {"qwq": {p.id: ["wrong", "ok"] for p in problems}, "qwen": {p.id: ["ok"] for p in problems}}
+    table = {"qwq": {p.id: ["wrong", "ok"] for p in problems}, "qwen": {p.id: ["ok" if i < 40 else "wrong"] for i, p in enumerate(problems)}}
     run = make_run(tmp_path, table, problems)
-    stats = build_mix(builtin_mix("mix-long", {"long": "qwq", "short": "qwen"}), run, progress=False)
-    assert stats["rows_per_source"] == {"qwq": 10, "qwen": 40} and stats["dropped"] == {"qwq:incorrect": 50}
+    roles = {"long": "qwq", "short": "qwen"}
+    stats = build_mix(builtin_mix("mix-long", roles), run, progress=False)
+    assert stats["rows_per_source"] == {"qwq": 8, "qwen": 32} and stats["dropped"] == {"qwq:incorrect": 50, "qwen:incorrect": 10}
     check_rows(rows_of(tmp_path, "mix-long"), table, problems)
-    assert build_mix(builtin_mix("long", {"long": "qwq"}), run, progress=False)["rows_per_source"] == {"qwq": 50}
+    long = build_mix(builtin_mix("long", roles), run, progress=False)     # paired: only the problems qwen solved too
+    assert long["rows_per_source"] == {"qwq": 40} and long["pool"]["hash"] == stats["pool"]["hash"]
+    assert long["dropped"] == {"qwq:incorrect": 50, "qwq:unpaired": 10, "qwen:incorrect": 10}
+    own = build_mix(builtin_mix("long", {"long": "qwq"}, paired=False), run, progress=False)
+    assert own["rows_per_source"] == {"qwq": 50} and own["pool"] == {**own["pool"], "problems": 50, "paired_with": []}
 
 
 # ---- clear errors --------------------------------------------------------------------------------------------------
@@ -254,6 +260,9 @@ def test_spec_errors(tmp_path):
     with pytest.raises(ValidationError, match="at least 1 item"): MixSpec(name="m", sources=[])
     with pytest.raises(ValidationError, match="max_tokens needs the student's tokenizer"): spec(max_tokens=10)
     with pytest.raises(ValidationError, match="mix name"): spec(name="../escape")
+    with pytest.raises(ValidationError, match=r"pool_with: \['a'\] already a source"): spec(pool_with=["a"])
+    with pytest.raises(FileNotFoundError, match="no traces for teacher 'nobody'"):
+        build_mix(spec(weights={"a": 1}, pool_with=["nobody"]), run, progress=False)
     with pytest.raises(KeyError, match="not among the run's problems"):
         build_mix(spec(weights={"a": 1}), run, problems=problems[:2], progress=False)
 
@@ -305,12 +314,12 @@ def long_run(tmp_path, tokenizer_dir):
     return run, problems, lengths, budget
 
 
-def test_over_length_drop(long_run, tokenizer_dir):
+def test_overlength_drop(long_run, tokenizer_dir):
     run, problems, lengths, budget = long_run
     stats = build_mix(spec(tokenizer=str(tokenizer_dir), max_tokens=budget), run, progress=False)
     over = Counter(t for (t, _), n in lengths.items() if n > budget)
     assert over["a"] > over["b"] > 0
-    assert stats["dropped"] == {"a:incorrect": 40, "b:incorrect": 40, "a:over_length": over["a"], "b:over_length": over["b"]}
+    assert stats["dropped"] == {"a:incorrect": 40, "b:incorrect": 40, "a:overlength": over["a"], "b:overlength": over["b"]}
     rows = rows_of(run.root)
     pool = {p.id for p in problems if lengths[("a", p.id)] <= budget and lengths[("b", p.id)] <= budget}
     assert {r["problem_id"] for r in rows} == pool and len(rows) == len(pool)    # shares exact after dropping
@@ -320,16 +329,39 @@ def test_over_length_drop(long_run, tokenizer_dir):
     assert stats["length_unit"] == "tokens" and stats["length_overall"]["p95"] <= budget
 
 
-def test_over_length_keep_and_error(long_run, tokenizer_dir):
+def test_overlength_keep_and_error(long_run, tokenizer_dir):
     run, problems, lengths, budget = long_run
-    stats = build_mix(spec(tokenizer=str(tokenizer_dir), max_tokens=budget, over_length="keep"), run, progress=False)
+    stats = build_mix(spec(tokenizer=str(tokenizer_dir), max_tokens=budget, overlength="keep"), run, progress=False)
     rows = rows_of(run.root)
-    assert len(rows) == 40 and "a:over_length" not in stats["dropped"]
+    assert len(rows) == 40 and "a:overlength" not in stats["dropped"]
     assert max(r["tokens"] for r in rows) > budget
     assert all(r["tokens"] == lengths[(r["teacher"], r["problem_id"])] for r in rows)
     with pytest.raises(ValueError, match=rf"response to syn/\d+ has \d+ tokens > max_tokens {budget}"):
-        build_mix(spec("e", tokenizer=str(tokenizer_dir), max_tokens=budget, over_length="error"), run, progress=False)
+        build_mix(spec("e", tokenizer=str(tokenizer_dir), max_tokens=budget, overlength="error"), run, progress=False)
     assert not (run.root/"mixes"/"e").exists()
+
+
+def test_paired_pool_after_the_budget(long_run, tokenizer_dir):
+    "A pool teacher's over-long responses leave the pool as its own would: paired arms share one pool under any budget."
+    run, problems, lengths, budget = long_run
+    kw = dict(tokenizer=str(tokenizer_dir), max_tokens=budget)
+    b = build_mix(spec("b", weights={"b": 1}, pool_with=["a"], **kw), run, progress=False)   # a's run longer: it bounds b
+    both = build_mix(spec("ab", **kw), run, progress=False)
+    pool = {p.id for p in problems if lengths[("a", p.id)] <= budget and lengths[("b", p.id)] <= budget}
+    assert {r["problem_id"] for r in rows_of(run.root, "b")} == pool and b["pool"]["problems"] == both["pool"]["problems"] == len(pool)
+    assert b["pool"]["hash"] == both["pool"]["hash"] and b["pool"]["teachers"] == ["b", "a"]
+    assert b["dropped"]["b:unpaired"] == sum(lengths[("b", p.id)] <= budget for p in problems) - len(pool) > 0
+
+
+def test_old_overlength_key_reads_with_a_warning(tmp_path):
+    path = tmp_path/"mix.yaml"
+    path.write_text("run_dir: runs/x\nroles: {long: a, short: b}\narms: [long]\nover_length: keep\n")
+    from mixcot_nb.core import load_recipe
+    from mixcot_nb.mixing import MixRecipe
+    with pytest.warns(FutureWarning, match="`over_length` is renamed `overlength`"): r = load_recipe(path, MixRecipe)
+    assert r.specs()[0].overlength == "keep"
+    path.write_text("run_dir: runs/x\narms: [long]\nover_length: keep\noverlength: drop\n")
+    with pytest.raises(Exception, match="over_length: renamed to overlength"): load_recipe(path, MixRecipe)
 
 
 def test_tokenizer_without_budget_measures_only(long_run, tokenizer_dir):
@@ -491,3 +523,28 @@ def test_real_mix_round_trips(real_run):
     again = load_dataset("json", data_files=str(run.root/"mix-long.alpaca.jsonl"), split="train",
                          cache_dir=str(run.root/"hf-cache"))
     assert again.column_names == ["problem", "solution"] and again.to_list() == alpaca
+
+
+def test_paired_arms_share_one_pool_real(real_run, tmp_path):
+    "Long, Short and Mix-Long on the real responses: one pool, the problems both teachers solved; `paired: false` keeps each's own."
+    run, math500 = real_run
+    store = TraceStore(run)
+    solved = {t: {x.problem_id for x in store.read(t) if x.correct and x.finish_reason != "length"} for t in ("long", "short")}
+    pool = solved["long"] & solved["short"]
+    recipe = tmp_path/"mix.yaml"
+    recipe.write_text(f"run_dir: {run.root}\nroles: {{long: long, short: short}}\narms: [long, short, mix-long]\n")
+    out = subprocess.run([str(Path(sys.executable).parent/"mixcot"), "mix", str(recipe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for arm in ("long", "short", "mix-long"):
+        stats = json.loads((run.mix(arm)/"stats.json").read_text())
+        assert {r["problem_id"] for r in load_mix(run.mix(arm)).to_list()} == pool and stats["rows"] == stats["pool"]["problems"] == len(pool)
+        assert stats["pool"]["eligible_problems"] == {t: len(solved[t]) for t in ("long", "short")}
+        assert f"{arm}: {len(pool)} rows" in out.stdout and f"from a pool of {len(pool)} problems" in out.stdout
+    assert "long: " in out.stdout and "paired with short" in out.stdout
+    assert len({json.loads((run.mix(a)/"stats.json").read_text())["pool"]["hash"] for a in ("long", "short", "mix-long")}) == 1
+    recipe.write_text(recipe.read_text() + "paired: false\n")
+    out = subprocess.run([str(Path(sys.executable).parent/"mixcot"), "mix", str(recipe), "--only", "long,short"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for arm in ("long", "short"):
+        assert {r["problem_id"] for r in load_mix(run.mix(arm)).to_list()} == solved[arm]
+        assert f"{arm}: {len(solved[arm])} rows" in out.stdout

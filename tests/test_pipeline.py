@@ -1,5 +1,5 @@
 "`mixcot run` end to end on a tiny grid: two tiny students x two arms x one benchmark, killed and resumed, rerun, changed."
-import json, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from collections import Counter
 from pathlib import Path
 
@@ -66,7 +66,7 @@ def test_grid_killed_resumed_rerun_changed(tmp_path, data, students):
     assert p.poll() is None, "the run ended before it could be killed"
     p.send_signal(signal.SIGKILL); p.wait()
     status = mixcot("status", run_dir)
-    assert status.returncode == 0 and "RUN" in status.stdout, status.stdout
+    assert status.returncode == 0 and "KILLED" in status.stdout, status.stdout      # the unit's process is gone
 
     r = mixcot("run", recipe)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -105,7 +105,8 @@ def test_only_runs_one_unit_and_names_missing_inputs(tmp_path, data, students):
     events = [json.loads(l)["unit"] for l in (run_dir/"units"/"events.jsonl").read_text().splitlines()]
     assert events == ["sample:short-14b", "sample:short-14b", "sample:long-style", "sample:long-style", "mix:long", "mix:long"]
     plan = mixcot("run", recipe, "--plan").stdout.splitlines()
-    assert plan[:4] == ["sample:short-14b\tdone", "sample:long-style\tdone", "mix:long\tdone", "mix:mix\tpending"]
+    assert [row.split("\t")[:2] for row in plan[:4]] == [["sample:short-14b", "done"], ["sample:long-style", "done"],
+                                                         ["mix:long", "done"], ["mix:mix", "pending"]]
 
 
 def test_recipe_errors_name_the_key(tmp_path, data, students):
@@ -130,18 +131,18 @@ def test_paper_grid_recipe_validates():
 
 
 def test_lab_full_recipe_is_the_whole_grid():
-    "The full lab preset: four sizes x six arms x three seeds x two budget rules, every unit valid, one base per size."
+    "The full lab preset (issue 14): five sizes (and an ablation base) x six arms and two ablation arms x three seeds, every unit valid."
     from mixcot_nb.lab import STUDENT_SIZES
     from mixcot_nb.pipeline import load_experiment, plan, replicas
     recipe = Path(__file__).resolve().parent.parent/"recipes"/"lab"/"full.yaml"
     r = load_experiment(recipe)
     sizes = [s.build["size"] for s in r.students]
-    assert len(set(sizes)) >= 4 and sizes == sorted(sizes, key=list(STUDENT_SIZES).index)
-    assert len(r.arms) == 6 and len(r.seeds) == 3 and set(r.budgets) == {"steps", "tokens"}
+    assert len(set(sizes)) >= 5 and sizes == sorted(sizes, key=list(STUDENT_SIZES).index)
+    assert len(r.arms) == 8 and len(r.seeds) == 3 and r.world["n_train"] >= 1500 and r.world["n_test"] == 500
     units = plan(r, str(recipe))
-    assert len(replicas(r)) == len(sizes) * 3 * 2
-    assert Counter(u.stage for u in units) == {"world": 1, "base": len(sizes), "sample": 4, "mix": 6,
-                                               "train": 6 * len(replicas(r)), "eval": 6 * len(replicas(r)) + len(sizes), "report": 1}
+    assert len(replicas(r)) == len(sizes) * 3
+    assert Counter(u.stage for u in units) == {"world": 1, "base": len(sizes), "sample": 6, "mix": 8,
+                                               "train": 8 * len(replicas(r)), "eval": 8 * len(replicas(r)) + len(sizes), "report": 1}
     for u in units:
         if u.check: u.check()
 
@@ -182,3 +183,125 @@ def test_lab_grid_end_to_end(tmp_path):
     again = mixcot("report", run, "--out", tmp_path/"again")      # the standalone report finds the replicas in the manifest
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path/"again"/"gaps_pooled.csv").read_text() == (run/"report"/"gaps_pooled.csv").read_text()
+
+
+# --- launched training units, --plan on the paper grid, Slurm --------------------------------------------------------
+
+def launched_grid(run_dir, data, students, **train) -> dict:
+    "One student, one arm, sampled, mixed and trained only (no evaluation): the training unit is what is compared."
+    g = grid(run_dir, data, {"tiny-qwen": students["tiny-qwen"]})
+    g["arms"] = ["long"]
+    g["train"]["sft"].update(learning_rate=3e-3, per_device_train_batch_size=2, **train.pop("sft", {}))
+    return g | train
+
+
+def test_training_unit_launched_on_two_processes_matches_one(tmp_path, data, students):
+    "`mixcot run` starts the training unit as its own 2-process (gloo) accelerate launch; same losses as 1 process with 2x accumulation."
+    only = ["--only", "sample:*", "--only", "mix:*", "--only", "train:*"]
+    one = write(tmp_path/"one.yaml", launched_grid(tmp_path/"one", data, students, sft={"gradient_accumulation_steps": 2}))
+    two = write(tmp_path/"two.yaml", launched_grid(tmp_path/"two", data, students, launcher={"num_processes": 2}))
+    for recipe in (one, two):
+        r = mixcot("run", recipe, *only, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((tmp_path/d/"models"/"tiny-qwen__long"/"train_summary.json").read_text()) for d in ("one", "two"))
+    assert (a["world_size"], b["world_size"]) == (1, 2) and a["steps"] == b["steps"] == 4
+    la, lb = [l for _, l in a["loss_curve"]], [l for _, l in b["loss_curve"]]
+    assert max(abs(x - y) for x, y in zip(la, lb)) < 0.05 * max(la), (la, lb)
+    state = json.loads((tmp_path/"two"/"units"/"train__tiny-qwen__long.json").read_text())
+    launch = state["launch"]
+    assert state["status"] == "done" and launch["exit_status"] == 0 and launch["world_size"] == 2 and launch["strategy"] == "ddp"
+    assert "accelerate.commands.launch" in launch["command"] and '"world_size": 2' in Path(launch["log"]).read_text()
+    assert "launch" not in json.loads((tmp_path/"one"/"units"/"train__tiny-qwen__long.json").read_text())   # in-process
+    plan = mixcot("run", two, "--plan").stdout
+    assert "train:tiny-qwen:long\tdone\t2 x ddp\t" in plan
+
+
+def _alive(marker:str) -> list[int]:
+    "Processes whose command line mentions `marker`."
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try: cmd = (d/"cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError: continue
+            if marker in cmd: out.append(int(d.name))
+    return out
+
+
+def test_launched_training_killed_resumes_from_newest_checkpoint(tmp_path, data, students):
+    "kill -9 of `mixcot run` mid-training takes its launched ranks down with it; the rerun resumes from the newest checkpoint."
+    run_dir = tmp_path/"run"
+    recipe = write(tmp_path/"grid.yaml", launched_grid(run_dir, data, students, launcher={"num_processes": 2},
+                                                       sft={"max_steps": 40, "save_steps": 3}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    only = ["--only", "sample:*", "--only", "mix:*", "--only", "train:*"]
+    p = subprocess.Popen([str(MIXCOT), "run", str(recipe), *only], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    model = run_dir/"models"/"tiny-qwen__long"
+    deadline = time.time() + 300
+    while not list(model.glob("checkpoint-*/trainer_state.json")):
+        assert p.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL); p.wait()
+    marker = str(run_dir/"logs"/"train__tiny-qwen__long.yaml")
+    deadline = time.time() + 30
+    while _alive(marker) and time.time() < deadline: time.sleep(0.2)
+    assert not _alive(marker), "launched ranks outlived the killed orchestrator"
+    newest = max(int(c.name.split("-")[1]) for c in model.glob("checkpoint-*") if (c/"trainer_state.json").exists())
+    assert not (model/"train_summary.json").exists()
+    r = mixcot("run", recipe, *only, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((model/"train_summary.json").read_text())
+    assert int(Path(s["resumed_from"]).name.split("-")[1]) >= newest and s["steps"] == 40 and s["world_size"] == 2
+    state = json.loads((run_dir/"units"/"train__tiny-qwen__long.json").read_text())
+    assert state["starts"] == 2 and state["completions"] == 1 and state["launch"]["exit_status"] == 0
+    assert Path(state["launch"]["log"]).read_text().count("=== ") == 2          # one log, both launches
+
+
+def test_plan_shows_launcher_resources_and_memory_for_the_paper_grid():
+    recipe = Path(__file__).resolve().parent.parent/"recipes"/"paper"/"grid.yaml"
+    r = mixcot("run", recipe, "--plan", cwd=recipe.parent.parent.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row.split("\t")[0]: row.split("\t") for row in r.stdout.splitlines()}
+    assert len(rows) == 4 + 6 + 60 + 70 + 1
+    for uid, row in rows.items():
+        assert "DOES NOT FIT" not in row[-1], row
+        if uid.startswith("train:"):
+            assert row[2].startswith("4 x zero3") and row[3].startswith("4 GPU") and " of 80 GB" in row[4], row
+        if uid.startswith(("mix:", "report")): assert row[3].startswith("CPU"), row
+    assert rows["train:llama3.3-70b:long"][2] == "4 x zero3+offload_optimizer+offload_param"
+    assert rows["eval:llama3.3-70b:long"][3].startswith("4 GPU")        # tensor parallel 4, then the judge's 4 on the same GPUs
+    assert rows["eval:llama3.3-70b:long"][2] == "judge after student"
+    assert "KV cache" in rows["eval:qwen2.5-32b:long"][4] and "sequences of 16000 tokens" in rows["eval:qwen2.5-32b:long"][4]
+
+
+def test_slurm_scripts_wire_each_unit_to_its_own_inputs(tmp_path, data, students):
+    "The generated scripts run under bash with an `sbatch` that records its calls: each unit waits on exactly its own inputs."
+    run_dir = tmp_path/"run"
+    g = grid(run_dir, data, students)
+    g["launcher"] = {"num_processes": 2, "config_file": "recipes/accelerate/zero3.yaml"}
+    g["resources"] = {"gpus_per_node": 4, "gpu_partition": "gpu", "cpu_partition": "cpu", "mem_gb": 400}
+    recipe = write(tmp_path/"grid.yaml", g)
+    r = mixcot("run", recipe, "--slurm", tmp_path/"slurm")
+    assert r.returncode == 0, r.stderr[-2000:]
+    bin_dir = tmp_path/"bin"; bin_dir.mkdir()
+    (bin_dir/"sbatch").write_text('#!/bin/bash\nn=$(( $(wc -l < "$SBATCH_LOG" 2>/dev/null || echo 0) + 100 ))\n'
+                                  'echo "$n $*" >> "$SBATCH_LOG"\necho $n\n')
+    (bin_dir/"sbatch").chmod(0o755)
+    log = tmp_path/"sbatch.log"
+    res = subprocess.run(["bash", str(tmp_path/"slurm"/"submit.sh")], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                         "SBATCH_LOG": str(log)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    calls = [line.split() for line in log.read_text().splitlines()]
+    unit_of = {c[0]: Path(c[-1]).stem.replace("__", ":") for c in calls}
+    deps = {Path(c[-1]).stem.replace("__", ":"): sorted(unit_of[j] for a in c if a.startswith("--dependency=afterok:")
+                                                       for j in a.split(":", 1)[1].split(":")) for c in calls}
+    from mixcot_nb.pipeline import load_experiment, plan
+    units = plan(load_experiment(recipe), str(recipe))
+    assert deps == {u.id: sorted(u.deps) for u in units}
+    scripts = {f.stem.replace("__", ":"): f.read_text() for f in (tmp_path/"slurm").glob("*.sbatch")}
+    for uid, text in scripts.items():
+        assert subprocess.run(["bash", "-n", "-c", text]).returncode == 0
+        gpu = uid.startswith(("train:", "eval:"))        # the demo teachers are imported files: sampling needs no GPU
+        assert ("--partition=gpu" in text) == gpu and ("--partition=cpu" in text) == (not gpu), (uid, text)
+    assert "--gpus-per-node=2" in scripts["train:tiny-qwen:long"] and "--mem=200G" in scripts["train:tiny-qwen:long"]
+    assert "--gpus" not in scripts["mix:long"] and "--mem=64G" in scripts["mix:long"]
+    assert f"mixcot run {recipe.resolve()} --only 'train:tiny-qwen:long'" in scripts["train:tiny-qwen:long"]

@@ -1,22 +1,24 @@
-"Report: a synthetic run directory with known numbers, per-item records, figures; the paper's tables recomputed."
-import csv
+"Report: synthetic run directories with known numbers (real records): tables, figures, the paper's tables, gates, pairing."
+import csv, json
 from pathlib import Path
 
 import pytest
+from matplotlib.text import Text
 
 from mixcot_nb.core import RunDir, write_json, write_jsonl
 from mixcot_nb.evaluation import EvalRecord, summarise_records
-from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, accuracy_table, build_report, gain_table,
-                              gap_table, load_results, paper_run)
+from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Gate, _by_family, _place_labels, _plt, accuracy_table,
+                              build_report, compare_arms, format_gates, gain_table, gap_table, generic_gates, load_results,
+                              paper_run, plot_gaps)
 
 # student -> arm -> benchmark -> correct out of N problems (one sample each)
 N = {"math500": 40, "gsm8k": 50}
-KNOWN = {"tiny-s": {"long": {"math500": 10, "gsm8k": 20}, "short": {"math500": 16, "gsm8k": 25},
+KNOWN = {"tiny-s": {"base": {"math500": 14, "gsm8k": 24}, "long": {"math500": 10, "gsm8k": 20}, "short": {"math500": 16, "gsm8k": 25},
                     "large": {"math500": 12, "gsm8k": 20}, "small": {"math500": 14, "gsm8k": 30},
                     "mix-long": {"math500": 18, "gsm8k": 30}, "mix-large": {"math500": 20, "gsm8k": 25}},
-         "tiny-l": {"long": {"math500": 30, "gsm8k": 40}, "short": {"math500": 20, "gsm8k": 35},
+         "tiny-l": {"base": {"math500": 20, "gsm8k": 34}, "long": {"math500": 28, "gsm8k": 36}, "short": {"math500": 20, "gsm8k": 35},
                     "large": {"math500": 24, "gsm8k": 40}, "small": {"math500": 24, "gsm8k": 40}}}
-TOKENS = {"long": 300, "short": 60, "large": 120, "small": 80, "mix-long": 100, "mix-large": 90}
+TOKENS = {"base": 50, "long": 300, "short": 60, "large": 120, "small": 80, "mix-long": 100, "mix-large": 90}
 
 
 def _write_eval(d: Path, arm: str, counts: dict, records: bool = True, params: int | None = None):
@@ -129,3 +131,181 @@ def test_bad_summary_is_named(tmp_path):
     (r.evals("s", "long")/"summary.json").write_text('{"model": "m"}')
     with pytest.raises(ValueError, match=r"s__long/summary.json: field 'benchmarks'"): load_results(r)
     with pytest.raises(FileNotFoundError, match="no evaluation summaries"): build_report(tmp_path/"empty")
+
+
+def _lab_eval(run: RunDir, student: str, arm: str, correct: int, n: int = 40, first: int = 0, cut: int = 0,
+              params: int | None = None, finish: bool = True):
+    "Real records of `n` lab problems from `first`: the first `correct` right, the last `cut` truncated without an answer."
+    recs = [EvalRecord(benchmark="lab", problem_id=f"lab/p{i}", sample_idx=0, response="x", gold="1",
+                       answer=None if k >= n - cut else "1" if k < correct else "2", correct=k < correct,
+                       decided_by="exact" if k < correct else "no_answer" if k >= n - cut else "mismatch",
+                       completion_tokens=20 + k, finish_reason=("length" if k >= n - cut else "stop") if finish else None)
+            for k, i in enumerate(range(first, first + n))]
+    write_jsonl(run.evals(student, arm)/"lab.jsonl", recs)
+    write_json(run.evals(student, arm)/"summary.json", {"model": f"{student}:{arm}", "num_parameters": params,
+                                                        "benchmarks": {"lab": summarise_records(recs, expected=n)}})
+
+
+def test_fixture_passes_its_gates_and_shows_gaps(run):
+    gates = generic_gates(run, students={"tiny-s": 1e6, "tiny-l": 1e8})
+    assert [(g.name, g.passed) for g in gates] == [("short-keeps-base", True), ("truncation", True), ("no-answer", True),
+                                                    ("headroom", True)]
+    assert "tiny-l: short 60.0 vs base 59.0 (+1.0)" in gates[0].detail and "tiny-l long 71.0%" in gates[3].detail
+    assert "largest student tiny-l (100,000,000 parameters)" in gates[1].detail
+    text = build_report(run.root, students={"tiny-s": 1e6, "tiny-l": 1e8}).read_text()
+    assert "All 4 gates passed." in text and "Not interpretable" not in text
+    assert text.index("## Validity gates") < text.index("## Accuracy by arm")
+
+
+def test_failing_gates_make_the_gaps_not_interpretable(tmp_path):
+    r = RunDir(tmp_path/"run")
+    for arm, c in (("base", 20), ("short", 22), ("long", 16)): _lab_eval(r, "xs", arm, c, params=131_776)
+    for arm, c, cut in (("base", 24, 0), ("short", 18, 0), ("long", 26, 3)): _lab_eval(r, "s", arm, c, cut=cut, params=689_920)
+    gates = generic_gates(r)
+    assert {g.name: g.passed for g in gates} == {"short-keeps-base": False, "truncation": False, "no-answer": False,
+                                                  "headroom": True}
+    assert "s: short 45.0 vs base 60.0 (-15.0)" in gates[0].detail and "s long 7.5%" in gates[1].detail
+    assert "s long 65.0%" in gates[3].detail
+    block = format_gates(gates)
+    assert block.splitlines()[0] == "validity gates: 3 of 4 failed; gaps not interpretable"
+    assert "  FAIL  short-keeps-base  " in block and "  pass  headroom          " in block
+    page = build_report(r, extra_gates=[Gate(name="style", passed=False, detail="long arm 40% in style")])
+    assert json.loads((page.parent/"gates.json").read_text())[-1] == {"name": "style", "passed": False, "detail": "long arm 40% in style"}
+    text = page.read_text()
+    gaps = text.split("## Learnability gaps")[1].split("## Mix")[0]
+    assert "**Not interpretable**: the run failed `short-keeps-base`" in gaps and "`style` (long arm 40% in style)" in gaps
+    assert "gap_long" not in gaps and "gaps_vs_size.png" not in gaps and "| s | 689920 | 65.0 | 45.0 |" in gaps
+    assert "4 of 5 gates failed" in (page.parent/"report.html").read_text()
+    md = (page.parent/"gaps.md").read_text()       # what `mixcot run` prints under the gates
+    assert md.startswith("_Not interpretable: the run failed the gates short-keeps-base, truncation, no-answer, style")
+    assert "gap_long" not in md and "gap_long" in (page.parent/"gaps.csv").read_text()
+
+
+def test_headroom_and_gates_over_seeds(tmp_path):
+    "Replicates: base under the student's own name, short averaged over seeds; headroom from the largest student's best arm."
+    r = RunDir(tmp_path/"run")
+    _lab_eval(r, "s", "base", 30, params=690_000)
+    for seed, (short, long) in enumerate(((29, 32), (31, 34), (30, 33))):
+        _lab_eval(r, f"s.steps.s{seed}", "short", short); _lab_eval(r, f"s.steps.s{seed}", "long", long)
+    groups = {f"s.steps.s{i}": {"student": "s", "budget": "steps", "seed": i} for i in range(3)}
+    gates = {g.name: g for g in generic_gates(r, students={"s": 690_000}, groups=groups)}
+    assert gates["short-keeps-base"].passed and "s (steps): short 75.0 vs base 75.0 (+0.0) over 3 seeds" in gates["short-keeps-base"].detail
+    assert not gates["headroom"].passed and "s (steps) long 82.5%" in gates["headroom"].detail
+
+
+def test_gates_that_cannot_be_computed_fail_and_say_why(tmp_path):
+    r = RunDir(tmp_path/"run")
+    _lab_eval(r, "s", "long", 20, params=1000, finish=False)      # imported: no finish reasons, no base, no short arm
+    gates = {g.name: g for g in generic_gates(r)}
+    assert not gates["short-keeps-base"].passed and "s: not computed, no base evaluation" in gates["short-keeps-base"].detail
+    assert not gates["truncation"].passed and "not computed for s long (no truncation_rate" in gates["truncation"].detail
+    assert gates["no-answer"].passed and gates["headroom"].passed
+    _lab_eval(r, "s", "base", 20)
+    assert "s: not computed, no short arm" in generic_gates(r)[0].detail
+    assert generic_gates(paper_run(tmp_path/"paper")) == []        # published tables are not the run's own evaluations
+    assert format_gates([]).startswith("validity gates: none")
+
+
+def test_different_problem_sets_are_compared_on_shared_problems(tmp_path):
+    r = RunDir(tmp_path/"run")
+    for arm, c in (("base", 10), ("short", 20)): _lab_eval(r, "s", arm, c, first=10, params=1000)
+    _lab_eval(r, "s", "long", 24, params=1000)                     # problems 0-39 (0-23 right); short: 10-49 (10-29 right)
+    res = load_results(r)
+    c = compare_arms(res["s"]["long"], res["s"]["short"], ["lab"])
+    assert c["shared"] == 30 and c["diff"] == pytest.approx(100 * (14 - 20) / 30) and c["ci"] == "paired_bootstrap"
+    assert c["lo"] < c["diff"] < c["hi"] < 0                         # the unpaired difference is +10
+    assert c["warning"] == "lab: 40 vs 40 problems, 30 shared; compared on the shared problems only"
+    g = gap_table(res)[0]
+    assert (g["P_long"], g["P_short"], g["gap_long_shared"]) == (pytest.approx(100 * 14 / 30), pytest.approx(100 * 20 / 30), 30)
+    text = build_report(r).read_text()
+    assert "**Different problem sets**: s, long gap (long vs short): lab: 40 vs 40 problems, 30 shared" in text
+    assert "| s | 1000 | 46.7 | 66.7 | -20.0 |" in text
+    same = compare_arms(res["s"]["short"], res["s"]["base"], ["lab"])
+    assert same["warning"] is None and same["shared"] == 40
+
+
+def test_summaries_of_different_sizes_warn_without_records(tmp_path):
+    r = RunDir(tmp_path/"run")
+    for arm, n in (("long", 40), ("short", 30)):
+        _lab_eval(r, "s", arm, 10, n=n)
+        (r.evals("s", arm)/"lab.jsonl").unlink()
+    res = load_results(r)
+    c = compare_arms(res["s"]["long"], res["s"]["short"], ["lab"])
+    assert c["ci"] == "normal" and c["warning"].startswith("lab: 40 vs 30 problems; no per-item records")
+
+
+def test_a_student_name_holding_the_separator_stays_apart(tmp_path):
+    r = RunDir(tmp_path/"run")
+    for student, c in (("lab", 10), ("lab__s", 30)):
+        for arm in ("long", "short"): _lab_eval(r, student, arm, c)
+    assert r.evals("lab__s", "long").name == "lab__s__long"
+    res = load_results(r)
+    assert sorted(res) == ["lab", "lab__s"] and sorted(res["lab__s"]) == ["long", "short"]
+    assert res["lab__s"]["long"]["benchmarks"]["lab"]["correct"] == 30 and res["lab"]["long"]["benchmarks"]["lab"]["correct"] == 10
+    assert RunDir.split("lab__s__mix-long") == ("lab__s", "mix-long")
+    with pytest.raises(ValueError, match="arm 's__long' must not contain '__'"): r.evals("lab", "s__long")
+
+
+def test_integer_parameters_panels_for_present_gaps_and_true_captions(tmp_path):
+    r = RunDir(tmp_path/"run")
+    for student, params in (("xs", 131_776.0), ("s", 689_920.0)):
+        for arm, c in (("base", 14), ("short", 16), ("long", 12), ("mix-long", 18)): _lab_eval(r, student, arm, c, cut=1)
+    page = build_report(r, students={"xs": 131_776.0, "s": 689_920.0})
+    out = page.parent
+    gaps = {row["student"]: row for row in csv.DictReader(open(out/"gaps.csv"))}
+    assert gaps["xs"]["params"] == "131776" and "| xs | 131776 |" in (out/"gaps.md").read_text()
+    assert "131776.0" not in page.read_text()
+    png = (out/"gaps_vs_size.png").read_bytes()
+    assert int.from_bytes(png[16:20], "big") < 700                  # one panel (long), not an empty Large-gap panel
+    text = page.read_text()
+    acc = text.split("## Accuracy by arm")[1].split("##")[0]
+    assert "paper's five" not in acc and "the benchmark every arm of a student shares (lab)" in acc
+    gap = text.split("## Learnability gaps")[1].split("##")[0]
+    assert "Large teacher gap" not in gap and "Long CoT gap = P_long - P_short" in gap
+    gains = text.split("## Mix Distillation gains")[1].split("##")[0]
+    assert "| s | mix-long | long | 45.0 | 30.0 | 15.0 |" in gains
+    assert "## Response length and truncation" in text and "lengths_by_arm.png" in text
+    assert plot_gaps([{"student": "x", "params": 1000, "gap_long": None}], tmp_path/"none.png") is None
+
+
+def test_labels_stay_apart_and_inside(tmp_path):
+    "Six students at nearly one size: every label is inside the axes and no two labels overlap."
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    pts = [(1e5 * 1.03 ** i, -20 + 2 * i, -25 + 2 * i, -15 + 2 * i, f"student-{i}") for i in range(6)]
+    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=5, ls="none", marker="o")
+    ax.set_xscale("log"); ax.set_xlim(1e4, 1e7); ax.set_ylim(-60, 20)
+    texts = _place_labels(ax, pts, [(p[0], p[2], p[3]) for p in pts])
+    r = fig.canvas.get_renderer()
+    for t in texts: t.update_positions(r)
+    boxes, inside = [Text.get_window_extent(t, r) for t in texts], ax.get_window_extent(r)     # the text, not its leader
+    assert sorted(t.get_text() for t in texts) == [f"student-{i}" for i in range(6)]
+    assert all(inside.contains(b.x0, b.y0) and inside.contains(b.x1, b.y1) for b in boxes)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    again = _place_labels(plt.subplots(figsize=(5, 4))[1], pts)     # deterministic: same offsets for the same input
+    plt.close("all")
+    assert len(again) == 6
+
+
+def test_replicates_pooled_in_tables_and_figures(tmp_path):
+    "Seeds and budget rules: a panel per student and rule (its base once), pooled lengths, sizes from the student's own."
+    r = RunDir(tmp_path/"run")
+    groups = {}
+    for student, base in (("xs", 14), ("s", 18)):
+        _lab_eval(r, student, "base", base)
+        for budget in ("steps", "tokens"):
+            for seed in range(2):
+                name = f"{student}.{budget}.s{seed}"
+                groups[name] = {"student": student, "budget": budget, "seed": seed}
+                for arm, c in (("short", base + 2 + seed), ("long", base - 3 + seed)): _lab_eval(r, name, arm, c, cut=1)
+    fams = _by_family(load_results(r), groups)
+    assert list(fams) == ["s (steps)", "s (tokens)", "xs (steps)", "xs (tokens)"]
+    assert {a: len(v) for a, v in fams["s (steps)"].items()} == {"base": 1, "long": 2, "short": 2}
+    page = build_report(r, students={"xs": 131_776, "s": 689_920}, groups=groups)
+    rows = list(csv.DictReader(open(page.parent/"lengths_pooled.csv")))
+    assert len(rows) == 4 * 2 and {row["seeds"] for row in rows} == {"2"}
+    pooled = {(row["student"], row["budget"]): row for row in csv.DictReader(open(page.parent/"gaps_pooled.csv"))}
+    assert pooled[("s", "steps")]["params"] == "689920" and float(pooled[("s", "steps")]["gap_long"]) == pytest.approx(-100 * 5 / 40)
+    text = page.read_text()
+    assert "## Lengths over seeds" in text and "![Learnability gaps](gaps_vs_size.png)" in text
+    for fig in ("gaps_vs_size.png", "accuracy_by_arm.png", "lengths_by_arm.png"): assert (page.parent/fig).stat().st_size > 5000

@@ -7,7 +7,7 @@ import pyarrow as pa, pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mixcot_nb.core import read_jsonl
+from mixcot_nb.core import InputError, read_jsonl
 from mixcot_nb.problems import load_problems
 from mixcot_nb.sampling import (PAPER_PROMPT, SampleRecipe, TeacherSpec, TraceStore, import_traces, render_prompt,
                                 run_sampling, sample_teacher, teacher_stats)
@@ -71,13 +71,14 @@ def test_shards_merge_without_duplicates(tmp_path, data, server, problems):
 
 
 def test_sigkill_mid_run_resumes_with_nothing_lost(tmp_path, data, problems):
-    server = TeacherServer(problems, error_rate=0.7, latency=0.05)
+    server = TeacherServer(problems, error_rate=0.7, latency=0.2)
     try:
         rec = recipe_dict(tmp_path, data, server.url, max_attempts=5, target_correct=2)
-        rec["chunk_size"] = 2
+        rec["teachers"][0]["engine"]["max_concurrency"] = 2     # one round of 40 problems takes about 4 seconds
         (tmp_path/"recipe.yaml").write_text(yaml.safe_dump(rec))
         exe = Path(sys.executable).parent/"mixcot"
         store = tmp_path/"run"/"traces"/"ref"/"shard-0-of-1.jsonl"
+        at_kill = []
         for kill_after in (4, 12):                     # kill twice, at different points
             proc = subprocess.Popen([str(exe), "sample", str(tmp_path/"recipe.yaml")], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
@@ -85,6 +86,8 @@ def test_sigkill_mid_run_resumes_with_nothing_lost(tmp_path, data, problems):
             while time.time() < deadline and (not store.exists() or len(store.read_bytes().splitlines()) < kill_after):
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL); proc.wait()
+            at_kill.append(len(store.read_bytes().splitlines()))
+        assert 4 <= at_kill[0] < 80, at_kill   # the first round (40 problems x 2) was reaching the store as it ran
         with open(store, "ab") as f: f.write(b'{"teacher": "ref", "problem_id": "math500/x", "sam')   # torn write
         r = subprocess.run([str(exe), "sample", str(tmp_path/"recipe.yaml")], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
@@ -121,7 +124,7 @@ def test_import_paper_format_dataset(tmp_path, data, problems):
 def test_import_errors_name_the_row(tmp_path, problems):
     (tmp_path/"r.jsonl").write_text(json.dumps({"problem": problems[0].problem, "response": "x"}) + "\n")
     t = TeacherSpec(name="bad", import_from=dict(path=str(tmp_path/"r.jsonl")))
-    with pytest.raises(KeyError, match=r"r.jsonl:1: missing field 'solution'"): import_traces(t, problems, TraceStore(tmp_path))
+    with pytest.raises(InputError, match=r"r.jsonl:1: missing field 'solution'"): import_traces(t, problems, TraceStore(tmp_path))
 
 
 def test_recipe_errors(tmp_path, data):

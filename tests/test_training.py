@@ -54,7 +54,10 @@ def test_recipe_errors_name_file_and_key(tmp_path):
 def test_accelerate_configs_load():
     from accelerate.commands.config.config_args import ClusterConfig
     kinds = {f.stem: ClusterConfig.from_yaml_file(str(f)).distributed_type.value for f in (ROOT/"recipes"/"accelerate").glob("*.yaml")}
-    assert kinds == {"ddp": "MULTI_GPU", "zero3": "DEEPSPEED", "fsdp": "FSDP"}
+    assert kinds == {"ddp": "MULTI_GPU", "zero3": "DEEPSPEED", "zero3-offload": "DEEPSPEED", "zero3-offload-all": "DEEPSPEED", "fsdp": "FSDP"}
+    from mixcot_nb.training import LaunchSpec
+    offload = {f.stem: LaunchSpec(num_processes=4, config_file=str(f)).offload() for f in (ROOT/"recipes"/"accelerate").glob("zero3*.yaml")}
+    assert offload == {"zero3": set(), "zero3-offload": {"optimizer"}, "zero3-offload-all": {"optimizer", "param"}}
 
 
 def test_paper_recipes_load():
@@ -130,7 +133,9 @@ def test_full_training_learns_to_stop(random_model, mix, tmp_path):
     assert losses[-1] < losses[0] / 2 and s["steps"] == 48 and s["world_size"] == 1
     assert s["eos_check"]["ok"], s["eos_check"]                    # greedy generation now stops at <|im_end|>
     assert s["adapter_path"] is None and Path(s["model_path"]) == tmp_path/"full"
-    assert "base_model: " in (tmp_path/"full"/"README.md").read_text()
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(tmp_path/"full"/"README.md")               # a local base with no Hub id: no base_model, named in the text
+    assert card.data.library_name == "transformers" and card.data.base_model is None and str(random_model) in card.text
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model, tok = AutoModelForCausalLM.from_pretrained(s["model_path"]), AutoTokenizer.from_pretrained(s["model_path"])
     assert tok.chat_template and model.config.vocab_size == len(tok)
@@ -238,3 +243,46 @@ def test_torchrun_two_processes_match_one(tiny_model, mix, tmp_path, data):
     a, b = [l for _, l in one["loss_curve"]], [l for _, l in two["loss_curve"]]
     assert len(a) == len(b) == 8
     assert max(abs(x - y) for x, y in zip(a, b)) < 0.05 * max(a), (a, b)
+
+
+# --- launched runs, sharded loading, GPU defaults ----------------------------------------------------------------
+
+def test_launch_fsdp_shards_at_load_and_matches_ddp(tiny_model, mix, tmp_path, data, monkeypatch):
+    "Two gloo ranks under accelerate's FSDP config: the SFTConfig exists before the model, so the load already sees FSDP."
+    from mixcot_nb.training import LaunchSpec, launch_training
+    monkeypatch.setenv("OMP_NUM_THREADS", "1"); monkeypatch.setenv("MIXCOT_DATA", str(data))
+    r = recipe(tiny_model, mix, tmp_path/"ddp", eos_check=0, sft=dict(max_steps=6, per_device_train_batch_size=4, learning_rate=3e-3))
+    ddp = launch_training(r, LaunchSpec(num_processes=2), tmp_path/"logs"/"ddp.log", progress=False)
+    fsdp = launch_training(r.model_copy(update={"output_dir": str(tmp_path/"fsdp")}),
+                           LaunchSpec(num_processes=2, config_file="recipes/accelerate/fsdp.yaml"), tmp_path/"logs"/"fsdp.log", progress=False)
+    assert (ddp["launch"]["strategy"], fsdp["launch"]["strategy"]) == ("ddp", "fsdp")
+    assert ddp["world_size"] == fsdp["world_size"] == 2 and fsdp["launch"]["exit_status"] == 0
+    assert fsdp["sharded_load"] == {"zero3": False, "fsdp": True} and ddp["sharded_load"] == {"zero3": False, "fsdp": False}
+    a, b = [l for _, l in ddp["loss_curve"]], [l for _, l in fsdp["loss_curve"]]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 0.05 * max(a), (a, b)
+
+
+def test_launch_failure_records_exit_status_and_log(tiny_model, mix, tmp_path):
+    from mixcot_nb.training import LaunchError, LaunchSpec, launch_training
+    bad = recipe(tiny_model, tmp_path/"missing.jsonl", tmp_path/"out", eos_check=0, sft=dict(max_steps=1))
+    with pytest.raises(LaunchError, match=r"exited with status 1; log: .*bad\.log[\s\S]*missing\.jsonl not found") as e:
+        launch_training(bad, LaunchSpec(), tmp_path/"bad.log", progress=False)
+    assert e.value.launch["exit_status"] == 1 and e.value.launch["world_size"] == 1
+    with pytest.raises(TrainingError, match="multi-node run is launched by Slurm"):
+        launch_training(bad, LaunchSpec(nodes=2), tmp_path/"bad.log", progress=False)
+    with pytest.raises(RecipeError, match="accelerate config nowhere.yaml not found"):
+        parse_recipe({"config_file": "nowhere.yaml"}, __import__("mixcot_nb.training", fromlist=["LaunchSpec"]).LaunchSpec)
+
+
+def test_gpu_defaults_and_missing_extras(tiny_model, mix, tmp_path):
+    "save_total_limit 2 and sdpa by default; Liger, trackers and flash-attn name their package when it is missing."
+    r = recipe(tiny_model, mix, tmp_path/"d", eos_check=0, sft=dict(max_steps=1))
+    trainer, info = build_trainer(r, progress=False)
+    assert trainer.args.save_total_limit == 2 and trainer.args.report_to in ([], "none", ["none"])
+    assert info["attn_implementation"] == "sdpa"
+    from importlib.util import find_spec
+    for sft, pkg in [({"use_liger_kernel": True}, "liger-kernel"), ({"report_to": "wandb"}, "wandb"), ({"report_to": ["tensorboard"]}, "tensorboard"),
+                     ({"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}, "flash-attn")]:
+        if find_spec(pkg.replace("-", "_")): continue          # installed here: nothing to refuse
+        with pytest.raises(TrainingError, match=f"needs the package {pkg}: pip install {pkg}"):
+            build_trainer(r.model_copy(update={"sft": {**r.sft, **sft}}), progress=False)

@@ -79,6 +79,40 @@ def test_offline_stop_strings(llm, convs, greedy):
     assert sum("</think>" in f.text for f in greedy) >= 2
 
 
+def test_offline_stream_hands_over_each_request_once(llm, convs, greedy):
+    "All 16 queued at once; short answers come out while long ones still run; the same texts as `generate`."
+    batches = list(llm.stream(convs, SamplingParams(max_tokens=48)))
+    order = [i for b in batches for i, _ in b]
+    assert sorted(order) == list(range(16)) and len(batches) > 1
+    got = {i: cs[0] for b in batches for i, cs in b}
+    assert [got[i].text for i in range(16)] == [c.text for c in greedy]
+    assert all(cs[0].finish_reason == "stop" for _, cs in batches[0])      # the first out ended their turns early
+
+
+def test_offline_stream_stopped_early_aborts_the_rest(llm, convs, greedy):
+    it = llm.stream(convs, SamplingParams(max_tokens=48))
+    first = next(it)
+    it.close()
+    assert first and not llm.llm.llm_engine.has_unfinished_requests()
+    assert [o[0].text for o in llm.generate(convs, SamplingParams(max_tokens=48))] == [c.text for c in greedy]
+
+
+def test_offline_sampling_knobs_and_extra(llm, convs, greedy):
+    "top_k=1 is greedy at any temperature; vLLM's own fields (`extra`) reach it: ignore_eos runs every answer to the budget."
+    assert [o[0].text for o in llm.generate(convs, SamplingParams(temperature=1.5, top_k=1, max_tokens=48, seed=2))] == [c.text for c in greedy]
+    long = [o[0] for o in llm.generate(convs, SamplingParams(max_tokens=48, extra={"ignore_eos": True}))]
+    assert all((c.finish_reason, c.completion_tokens) == ("length", 48) for c in long)
+
+
+def test_recorded_vllm_names_match_the_installed_vllm():
+    "The names checked without vLLM are this vLLM's (when it is the recorded 0.32)."
+    from mixcot_nb.backends import VLLM_ENGINE_ARGS, VLLM_SAMPLING_FIELDS, _vllm_names
+    if not vllm.__version__.startswith("0.32"): pytest.skip(f"names recorded from 0.32, this is {vllm.__version__}")
+    assert _vllm_names("engine")[0] == VLLM_ENGINE_ARGS and _vllm_names("sampling")[0] == VLLM_SAMPLING_FIELDS
+    with pytest.raises(ValueError, match=r"checked against vLLM 0\.32.*did you mean: enable_prefix_caching"):
+        EngineSpec(engine="vllm", model="m", engine_args={"enable_prefix_cache": True})
+
+
 def test_offline_lora_adapter(tiny_model, llm, convs, tmp_path):
     """A LoRA adapter served by vLLM gives the greedy texts of the adapter merged into the weights, run by transformers.
     Runs last among the offline tests: it closes the shared engine first, since in-process vLLM engines share the
@@ -94,6 +128,18 @@ def test_offline_lora_adapter(tiny_model, llm, convs, tmp_path):
     with TransformersEngine(str(merged)) as hf:
         assert [o[0].text for o in hf.generate(convs, params)] == with_adapter
     assert with_adapter != base
+
+
+def test_engine_args_reach_vllm(tiny_model, llm, convs):
+    "Engine arguments pass through to `vllm.LLM`: prefix caching on, at most 4 sequences at once. Runs after the shared engine is closed."
+    llm.close()
+    spec = EngineSpec(engine="vllm", model=str(tiny_model), max_model_len=1024, dtype="float32",
+                      engine_args={"enable_prefix_caching": True, "max_num_seqs": 4, "enforce_eager": True})
+    with make_engine(spec) as eng:
+        cfg = eng.llm.llm_engine.vllm_config
+        assert cfg.cache_config.enable_prefix_caching and cfg.scheduler_config.max_num_seqs == 4
+        out = eng.generate(convs[:6], SamplingParams(max_tokens=8))
+    assert [len(o) for o in out] == [1] * 6
 
 
 def _free_port() -> int:
@@ -138,6 +184,15 @@ def test_openai_engine_against_vllm_server(vllm_server, convs, greedy):
     for c in out:
         assert c.completion_tokens <= 48 and (c.finish_reason == "stop" or c.completion_tokens == 48)
     assert [(c.text, c.finish_reason, c.completion_tokens) for c in out] == [(c.text, c.finish_reason, c.completion_tokens) for c in greedy]
+
+
+def test_openai_engine_sampling_fields_reach_the_server(vllm_server, convs, greedy):
+    "top_k and vLLM's own fields travel in the request body: top_k=1 is greedy, ignore_eos runs to the budget."
+    with OpenAIEngine("tiny", [vllm_server]) as api:
+        top1 = [o[0].text for o in api.generate(convs, SamplingParams(temperature=1.5, top_k=1, max_tokens=48, seed=2))]
+        long = [o[0] for o in api.generate(convs[:4], SamplingParams(max_tokens=48, extra={"ignore_eos": True}))]
+    assert top1 == [c.text for c in greedy]
+    assert all((c.finish_reason, c.completion_tokens) == ("length", 48) for c in long)
 
 
 def test_openai_engine_vllm_server_n_and_stop(vllm_server, convs):

@@ -20,6 +20,7 @@ def render() -> str:
         if c.cell_type == "code": c.source = re.sub(r"^#\|.*\n?", "", c.source, flags=re.M).strip()
         cells.append(c)
     nb.cells = cells
+    nb.metadata["language_info"] = {"name": "python"}   # code blocks fenced as python
     md, _ = MarkdownExporter().from_notebook_node(nb)
     return re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
 

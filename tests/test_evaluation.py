@@ -224,21 +224,6 @@ class RecordingEngine(TransformersEngine):
         super().close()
 
 
-@pytest.fixture(scope="module")
-def judge_model(tmp_path_factory, data):
-    "A tiny chat model trained to answer the paper's judge prompt with 'True': a real model behind the judge."
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from mixcot_nb.backends import build_tiny_chat_model, fit_replies
-    from mixcot_nb.grading import judge_messages
-    base = build_tiny_chat_model(tmp_path_factory.mktemp("judge")/"base", train_steps=0, data_file=data/"math_hendrycks"/"train.jsonl")
-    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
-    problems = load_problems("math500", path=data/"math500")[:24]
-    fit_replies(model, tok, [(judge_messages(p.problem[:200], p.answer, "7")[1]["content"], "True") for p in problems], steps=40, lr=5e-3)
-    out = base.parent/"judge"
-    model.save_pretrained(out); tok.save_pretrained(out)
-    return out
-
-
 def _judged_recipe(tiny_model, judge_model, data, out):
     return _recipe(tiny_model, data, out, limit=8, max_new_tokens=64, engine={"engine": "recording", "batch_size": 4},
                    judge={"engine": "recording", "model": str(judge_model)})

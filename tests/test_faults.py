@@ -152,6 +152,17 @@ def test_second_eval_on_an_output_folder_is_refused(tmp_path, data):
     finally: holder.kill(); holder.wait()
 
 
+def _slow_grid(tmp_path, data, server, limit, extra=(), arm_teacher="slow"):
+    "A grid recipe whose teacher `slow` is served by `server` (a TeacherServer), written to tmp_path/grid.yaml."
+    slow = dict(name="slow", engine=dict(engine="openai", model="reference", base_urls=[server.url]), max_attempts=3,
+                sampling=dict(max_tokens=64))
+    recipe = tmp_path/"grid.yaml"
+    recipe.write_text(yaml.safe_dump(dict(run_dir=str(tmp_path/"run"), problems=dict(dataset="math500", path=str(data/"math500"), limit=limit),
+        teachers=[slow, *extra], arms=[{"name": "m", "sources": [{"teacher": arm_teacher, "weight": 1.0}]}],
+        students=[{"name": "s", "model_name_or_path": "nobody/none"}])))
+    return recipe
+
+
 def test_second_run_does_not_rerun_a_unit_finished_meanwhile(tmp_path, data):
     "`mixcot run` B plans, A finishes a unit B planned, B must skip it (it re-ran it before the fix)."
     from teacher_server import TeacherServer
@@ -160,13 +171,7 @@ def test_second_run_does_not_rerun_a_unit_finished_meanwhile(tmp_path, data):
     problems = load_problems("math500", path=data/"math500", limit=4)
     server = TeacherServer(problems, error_rate=1.0, latency=3.0)
     try:
-        slow = dict(name="slow", engine=dict(engine="openai", model="reference", base_urls=[server.url]), max_attempts=3,
-                    sampling=dict(max_tokens=64))
-        rd = tmp_path/"run"
-        recipe = tmp_path/"grid.yaml"
-        recipe.write_text(yaml.safe_dump(dict(run_dir=str(rd), problems=dict(dataset="math500", path=str(data/"math500"), limit=4),
-            teachers=[slow, _import_teacher(data, "quick")], arms=[{"name": "m", "sources": [{"teacher": "quick", "weight": 1.0}]}],
-            students=[{"name": "s", "model_name_or_path": "nobody/none"}])))
+        rd, recipe = tmp_path/"run", _slow_grid(tmp_path, data, server, limit=4, extra=[_import_teacher(data, "quick")], arm_teacher="quick")
         b = subprocess.Popen([str(Path(sys.executable).parent/"mixcot"), "run", str(recipe), "--only", "sample:*"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
@@ -552,13 +557,7 @@ def test_status_shows_a_killed_unit(tmp_path, data):
     from mixcot_nb.problems import load_problems
     server = TeacherServer(load_problems("math500", path=data/"math500", limit=2), error_rate=1.0, latency=3.0)
     try:
-        slow = dict(name="slow", engine=dict(engine="openai", model="reference", base_urls=[server.url]), max_attempts=3,
-                    sampling=dict(max_tokens=64))
-        rd = tmp_path/"run"
-        recipe = tmp_path/"grid.yaml"
-        recipe.write_text(yaml.safe_dump(dict(run_dir=str(rd), problems=dict(dataset="math500", path=str(data/"math500"), limit=2),
-            teachers=[slow], arms=[{"name": "m", "sources": [{"teacher": "slow", "weight": 1.0}]}],
-            students=[{"name": "s", "model_name_or_path": "nobody/none"}])))
+        rd, recipe = tmp_path/"run", _slow_grid(tmp_path, data, server, limit=2)
         b = subprocess.Popen([str(Path(sys.executable).parent/"mixcot"), "run", str(recipe), "--only", "sample:*"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest, yaml
 
-from mixcot_nb.backends import build_tiny_chat_model, fit_replies
-from mixcot_nb.grading import judge_messages
 from mixcot_nb.pipeline import load_experiment, plan, run_experiment
-from mixcot_nb.problems import load_problems
 
 PAPER = Path(__file__).resolve().parent.parent/"recipes"/"paper"
 sys.path.insert(0, str(PAPER))
@@ -63,19 +60,6 @@ def test_generated_recipes_are_up_to_date():
 
 
 # ---- the grid's shape on CPU ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def judge_model(tmp_path_factory, data):
-    "A tiny chat model trained to answer the paper's judge prompt with a verdict: a real model behind the judge path."
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    base = build_tiny_chat_model(tmp_path_factory.mktemp("judge")/"base", train_steps=0, data_file=data/"math_hendrycks"/"train.jsonl")
-    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
-    problems = load_problems("math500", path=data/"math500")[:24]
-    fit_replies(model, tok, [(judge_messages(p.problem[:200], p.answer, "7")[1]["content"], "True") for p in problems], steps=40, lr=5e-3)
-    out = base.parent/"judge"
-    model.save_pretrained(out); tok.save_pretrained(out)
-    return out
-
 
 def tiny_grid(run_dir, data, student, judge) -> dict:
     "recipes/paper/grid.yaml with its models made tiny and local: the same teachers' roles, arms, pairing, Mix-arm settings, grading."

@@ -45,31 +45,35 @@ def random_model(tmp_path_factory, data):
                                  data_file=data/"math_hendrycks"/"train.jsonl")
 
 
+KILL_IN_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from transformers import Trainer
+    from mixcot_nb.training import main
+    save_rng = Trainer._save_rng_state
+    def kill_at_step_5(self, output_dir):           # weights and optimizer of checkpoint-5 written, trainer state not yet
+        if self.state.global_step == 5: os.kill(os.getpid(), signal.SIGKILL)
+        return save_rng(self, output_dir)
+    Trainer._save_rng_state = kill_at_step_5
+    main([sys.argv[1], "--no-progress"])
+""")
+
+
 def test_kill_during_checkpoint_save_resumes_from_last_complete(random_model, tmp_path, data):
     "SIGKILL while a checkpoint is half written; the rerun sets it aside, resumes from the newest complete one, says so."
     from mixcot_nb.training import TrainRecipe, run_training, write_tiny_mix
-    os.environ.setdefault("MIXCOT_DATA", str(data))
     out = tmp_path/"run"
     r = TrainRecipe(model_name_or_path=str(random_model), dataset=str(write_tiny_mix(tmp_path/"mix", 48)),
                     output_dir=str(out), eos_check=0, sft=TRAIN)
     (tmp_path/"r.yaml").write_text(yaml.safe_dump(r.model_dump(mode="json")))
     env = {**os.environ, "MIXCOT_DATA": str(data), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for attempt in range(6):                 # kill the moment a checkpoint after a complete one is started but not finished
-        p = subprocess.Popen([sys.executable, "-m", "mixcot_nb.training", str(tmp_path/"r.yaml"), "--no-progress"],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 300
-        while p.poll() is None and time.time() < deadline and not (_torn(out) and _complete(out)): pass
-        p.send_signal(signal.SIGKILL); p.wait()
-        if _torn(out): break
-    torn = _torn(out)
-    assert torn, "no kill landed inside a checkpoint save in 6 tries"
-    complete = _complete(out)
+    p = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, str(tmp_path/"r.yaml")], env=env, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert [t.name for t in _torn(out)] == ["checkpoint-5"] and _complete(out)[-1] == 4
     with pytest.warns(UserWarning, match="incomplete checkpoint"):
         s = run_training(r, progress=False)
-    assert s["torn_checkpoints"] and all(not Path(t).name.startswith("checkpoint-") or ".torn" in Path(t).name
-                                         for t in s["torn_checkpoints"])
-    assert not _torn(out) and all(not (out/t.name).is_dir() for t in torn)            # set aside, renamed
-    if complete: assert int(Path(s["resumed_from"]).name.split("-")[1]) == complete[-1]
+    assert s["torn_checkpoints"] and all(".torn" in Path(t).name for t in s["torn_checkpoints"])
+    assert not _torn(out)                                                  # set aside; checkpoint-5 written anew
+    assert Path(s["resumed_from"]).name == "checkpoint-4"
     assert s["steps"] == 40
 
 

@@ -6,20 +6,20 @@ Docs: https://mixcot.github.io/mixcot/backends.html.md"""
 
 # %% ../nbs/03_backends.ipynb #f1d18197
 from __future__ import annotations
-import asyncio, difflib, email.utils, importlib, importlib.util, itertools, json, logging, math, os, queue, random, shutil, threading, time
+import asyncio, difflib, email.utils, importlib, importlib.util, itertools, logging, math, os, queue, random, shutil, threading, time
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, Callable, ClassVar, Iterator, Literal
 
 from fastcore.basics import patch
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from .core import InputError, MixcotError, StrictModel, example_data_dir, iter_jsonl, temp_dir_beside
+from .core import InputError, MixcotError, StrictModel, temp_dir_beside, write_json
 
 # %% auto #0
 __all__ = ['VLLM_SAMPLING_FIELDS', 'Finished', 'CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'VLLM_ENGINE_ARGS',
            'ENGINES', 'ENGINE_MODULES', 'check_vllm_names', 'SamplingParams', 'Completion', 'check_conversations',
-           'free_accelerator_memory', 'Engine', 'cut_at_stop', 'fit_replies', 'build_tiny_chat_model',
+           'free_accelerator_memory', 'Engine', 'cut_at_stop', 'train_tokenizer', 'fit_replies', 'save_model',
            'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError', 'check_key_env',
            'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine', 'engine_class',
            'make_engine']
@@ -140,35 +140,30 @@ def cut_at_stop(text:str, stop:list[str]) -> tuple[str, bool]:
     hits = [i for s in stop if s and (i := text.find(s)) >= 0]
     return (text[:min(hits)], True) if hits else (text, False)
 
-# %% ../nbs/03_backends.ipynb #744263b7
+# %% ../nbs/03_backends.ipynb #adee1bbe
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 
-def _tiny_texts(data_file, n:int, seed:int) -> list[tuple[str, str]]:
-    "(problem, short reply) pairs from a MATH-style JSONL file; think blocks of varied length."
-    rng, out = random.Random(seed), []
-    for r in iter_jsonl(data_file):
-        if not r.get("answer"): continue
-        reply = f"<think>{r['solution'][:rng.randint(5, 60)]}</think> Final Answer: \\boxed{{{r['answer']}}}"
-        out.append((r["problem"][:100], reply))
-        if len(out) >= n: break
-    return out
-
-def _train_tokenizer(texts:list[str], vocab_size:int):
+def train_tokenizer(texts:list[str],
+                    vocab_size:int=384,        # BPE vocabulary before the special tokens
+                    single_digits:bool=True,   # split numbers into digits before BPE
+                    think_tokens:bool=False):  # add `<think>` and `</think>` as ordinary tokens, kept when decoding
+    "A byte-level BPE tokenizer trained on `texts`, with ChatML special tokens and chat template."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if single_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=["<|im_start|>"], chat_template=CHATML_TEMPLATE)
-    fast.add_tokens(["<think>", "</think>"])   # ordinary added tokens, as in Qwen3: kept when decoding
+    if think_tokens: fast.add_tokens(["<think>", "</think>"])
     return fast
 
 # %% ../nbs/03_backends.ipynb #fd502847
@@ -209,54 +204,27 @@ def fit_replies(model, tok,
     model.eval()
     return {"final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None, "tokens_seen": tokens}
 
-# %% ../nbs/03_backends.ipynb #384710ac
-def _tiny_built(path:Path, recipe:dict) -> bool:
-    marker = path/"mixcot_tiny.json"
-    return marker.exists() and json.loads(marker.read_text()) == recipe
-
-def build_tiny_chat_model(
-    path,                              # folder to write (created; reused when built with the same arguments)
-    arch:Literal["qwen2", "llama"]="qwen2",  # model class: `Qwen2ForCausalLM` or `LlamaForCausalLM`
-    hidden_size:int=64,
-    num_layers:int=2,
-    num_heads:int=2,                   # head size = hidden_size / num_heads; vLLM on CPU needs >= 32
-    num_kv_heads:int=1,
-    intermediate_size:int=128,
-    vocab_size:int=1024,               # BPE vocabulary before the ChatML and think tokens are added
-    train_steps:int=150,               # optimiser steps on short chat replies; 0 leaves the weights random
-    seed:int=0,
-    data_file=None,                    # MATH-style JSONL for the tokenizer and the replies; default: MATH train
-) -> Path:
-    "Build (or reuse) a tiny chat model with a locally trained tokenizer and a ChatML template in `path`."
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+# %% ../nbs/03_backends.ipynb #8c9dce3f
+def save_model(model, tok,
+               path,                       # the folder to write (replaced when it holds another build)
+               marker:str,                 # file name of the build record inside the folder
+               record:dict,                # what the model was built from, and figures of the build
+               same:Callable[[Path], bool]=lambda p: False,  # whether a folder already at `path` holds this same build
+              ) -> Path:
+    "Save `model` and `tok` in `path` atomically, as a Hub checkpoint with `record` in `marker`."
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     path = Path(path)
-    data_file = Path(data_file) if data_file else example_data_dir()/"math_hendrycks"/"train.jsonl"
-    recipe = dict(arch=arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                  intermediate_size=intermediate_size, vocab_size=vocab_size, train_steps=train_steps, seed=seed,
-                  data_file=data_file.name, version=2)
-    if _tiny_built(path, recipe): return path
-    pairs = _tiny_texts(data_file, 1000, seed)
-    tok = _train_tokenizer([t for pair in pairs for t in pair], vocab_size)
-    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
-    cfg = cfg_cls(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_layers,
-                  num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=4096,
-                  tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = model_cls(cfg)
-        if train_steps: fit_replies(model, tok, pairs, train_steps, seed)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(path)
     tok.save_pretrained(tmp); model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(tmp); AutoModelForCausalLM.from_pretrained(tmp)   # loads back as a Hub id would
-    (tmp/"mixcot_tiny.json").write_text(json.dumps(recipe))
-    if path.exists() and not _tiny_built(path, recipe): shutil.rmtree(path)
+    write_json(tmp/marker, record)
+    if path.exists() and not same(path): shutil.rmtree(path)
     try: tmp.rename(path)
     except OSError:                    # built meanwhile by another process
         shutil.rmtree(tmp)
-        if not _tiny_built(path, recipe): raise
+        if not same(path): raise
     return path
 
 # %% ../nbs/03_backends.ipynb #5f80a9b5
@@ -486,7 +454,7 @@ class OpenAIEngine(Engine):
             for c in self._clients: await c.close()
         self._loop.run(_close()); self._loop.close()
 
-# %% ../nbs/03_backends.ipynb #ac1aaa1f
+# %% ../nbs/03_backends.ipynb #efb221de
 def _classify(err) -> tuple[str, float|None]|None:
     "(cause, retry_after) when `err` is worth retrying, else None."
     import openai
@@ -501,6 +469,7 @@ def _describe(err) -> str:
     if isinstance(err, openai.APIStatusError): return f"HTTP {err.status_code}: {str(getattr(err, 'message', ''))[:200]}"
     return type(err).__name__
 
+# %% ../nbs/03_backends.ipynb #a93b6d4e
 @patch
 async def _request(self:OpenAIEngine, sem:asyncio.Semaphore, messages:list[dict], params:SamplingParams, n:int, idx:int):
     "One chat completion with `n` choices, retried by the policy; returns the response and its wall time."
@@ -526,6 +495,7 @@ async def _request(self:OpenAIEngine, sem:asyncio.Semaphore, messages:list[dict]
     key = os.environ.get(self.api_key_env)
     raise EngineError(msg.replace(key, "***") if key else msg)
 
+# %% ../nbs/03_backends.ipynb #5d1275f6
 @patch
 async def _one(self:OpenAIEngine, sem, messages, params:SamplingParams, idx:int) -> list[Completion]:
     "All `params.n` completions of one conversation, asking again when a server returns fewer choices."
@@ -578,7 +548,6 @@ def stream(self:OpenAIEngine, conversations:list[list[dict]], params:SamplingPar
                 handle[0].cancel()
                 await asyncio.gather(handle[0], return_exceptions=True)
             self._loop.run(_cancel())
-
 
 # %% ../nbs/03_backends.ipynb #9ae78eff
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}

@@ -35,7 +35,7 @@ def _as_list(value:Any, path, lineno:int, field:str) -> list:
         raise JsonlError(path, lineno, "expected a string or a list of strings", field=field)
     return vals
 
-# %% ../nbs/11_cli.ipynb #fb850501
+# %% ../nbs/11_cli.ipynb #1af181e4
 _LABELS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "correct": True, "incorrect": False}
 
 def _label(value:Any, path, lineno:int, field:str) -> bool:
@@ -45,6 +45,7 @@ def _label(value:Any, path, lineno:int, field:str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _LABELS: return _LABELS[value.strip().lower()]
     raise JsonlError(path, lineno, f"label {value!r} is not true/false, 1/0, yes/no or correct/incorrect", field=field)
 
+# %% ../nbs/11_cli.ipynb #3f6122cf
 def _gold(value:Any, path, lineno:int, field:str) -> str:
     "The reference answer of a row as a string; null, empty, a mapping or a non-finite number is an error."
     first = value[0] if isinstance(value, list) and value else value
@@ -53,6 +54,7 @@ def _gold(value:Any, path, lineno:int, field:str) -> str:
     if not gold: raise JsonlError(path, lineno, f"reference answer {value!r} cannot be graded against", field=field)
     return gold
 
+# %% ../nbs/11_cli.ipynb #9d2e1dbd
 def default_grade_dir(path) -> Path:
     "`runs/grade/<stem>-<hash of the absolute path>`: one folder per input file, whatever its name or folder."
     p = Path(path).resolve()
@@ -65,19 +67,17 @@ def _writable(out:Path) -> Path:
     if not os.access(out, os.W_OK): raise InputError(f"--out {out}: the output folder is not writable")
     return out
 
-def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's rule and enables answer look-up
-               response_field:str|None=None,      # column with the response text (or a list of samples)
-               answer_field:str|None=None,        # column with the reference answer
-               problem_field:str|None=None,       # column with the problem text (for look-up and the judge)
-               label_field:str|None=None,         # column with existing correctness labels, to measure agreement
-               data:str|Path|None=None,           # local copy of `benchmark` for answer look-up (default: the Hub)
-               out:str|Path|None=None,            # folder for verdicts.jsonl and summary.json (default: `default_grade_dir`)
-               workers:int|None=None, timeout:float=5.0, progress:bool=True) -> dict:
-    "Grade every response in the JSONL file `path`; write verdicts and a summary to `out`; return the summary."
-    path = Path(path)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-        raise InputError(f"--timeout {timeout}: must be a positive, finite number of seconds")
-    if benchmark is not None: get_dataset_spec(benchmark)
+# %% ../nbs/11_cli.ipynb #ba866bd7
+def _row_labels(row:dict, label_field:str|None, n:int, path, lineno:int) -> list:
+    "The `n` correctness labels of a row in `label_field` (all None without one)."
+    if label_field is None: return [None] * n
+    lf = pick_field(row, label_field, (), "label", path, lineno)
+    labels = row[lf] if isinstance(row[lf], list) else [row[lf]]
+    if len(labels) != n: raise JsonlError(path, lineno, f"{len(labels)} labels for {n} responses", field=lf)
+    return [_label(v, path, lineno, lf) for v in labels]
+
+def _read_responses(path:Path, benchmark, response_field, answer_field, problem_field, label_field, data) -> tuple[list, list]:
+    "Grading items (response, gold, problem) and their rows (line, sample, gold, label): one of each per response in `path`."
     gold_by_id, items, rows = None, [], []
     for lineno, row in enumerate(iter_jsonl(path), 1):
         rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
@@ -93,16 +93,27 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
             pid = problem_id(benchmark, row[pf])
             if pid not in gold_by_id: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)
             gold = gold_by_id[pid]
-        labels = [None] * len(responses)
-        if label_field is not None:
-            lf = pick_field(row, label_field, (), "label", path, lineno)
-            labels = row[lf] if isinstance(row[lf], list) else [row[lf]]
-            if len(labels) != len(responses):
-                raise JsonlError(path, lineno, f"{len(labels)} labels for {len(responses)} responses", field=lf)
-            labels = [_label(v, path, lineno, lf) for v in labels]
+        labels = _row_labels(row, label_field, len(responses), path, lineno)
         for i, (resp, label) in enumerate(zip(responses, labels)):
             items.append(dict(response=resp, gold=gold, problem=row.get(pf) if pf else None))
             rows.append(dict(line=lineno, sample=i, gold=gold, label=label))
+    return items, rows
+
+# %% ../nbs/11_cli.ipynb #6013436e
+def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's rule and enables answer look-up
+               response_field:str|None=None,      # column with the response text (or a list of samples)
+               answer_field:str|None=None,        # column with the reference answer
+               problem_field:str|None=None,       # column with the problem text (for look-up and the judge)
+               label_field:str|None=None,         # column with existing correctness labels, to measure agreement
+               data:str|Path|None=None,           # local copy of `benchmark` for answer look-up (default: the Hub)
+               out:str|Path|None=None,            # folder for verdicts.jsonl and summary.json (default: `default_grade_dir`)
+               workers:int|None=None, timeout:float=5.0, progress:bool=True) -> dict:
+    "Grade every response in the JSONL file `path`; write verdicts and a summary to `out`; return the summary."
+    path = Path(path)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise InputError(f"--timeout {timeout}: must be a positive, finite number of seconds")
+    if benchmark is not None: get_dataset_spec(benchmark)
+    items, rows = _read_responses(path, benchmark, response_field, answer_field, problem_field, label_field, data)
     out = _writable(Path(out) if out is not None else default_grade_dir(path))   # before the grading, not after
     both = grade_policies(items, benchmark=benchmark, workers=workers, timeout=timeout, progress=progress)
     verdicts = both["strict"]                                   # the paper's rule; the lenient policy's verdict beside it
@@ -118,7 +129,7 @@ def grade_file(path, benchmark:str|None=None,     # registry name; picks GSM8K's
     write_json(out/"summary.json", summary)
     return summary
 
-# %% ../nbs/11_cli.ipynb #c19a0002
+# %% ../nbs/11_cli.ipynb #0802f0d2
 DOCS_URL = "https://mixcot.github.io/mixcot"
 
 def reference_url(model:str) -> str:
@@ -133,6 +144,7 @@ def override_value(text:str) -> Any:
     try: return yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e: raise RecipeError(f"--set value {text!r}: invalid YAML: {e}") from None
 
+# %% ../nbs/11_cli.ipynb #17142fda
 def apply_overrides(data:dict, sets:list[str]|None) -> dict:
     "A copy of recipe `data` with every `KEY.PATH=VALUE` of `sets` applied."
     data = copy.deepcopy(data)
@@ -155,6 +167,7 @@ def apply_overrides(data:dict, sets:list[str]|None) -> dict:
                 node = node[part]
     return data
 
+# %% ../nbs/11_cli.ipynb #f861d84e
 def _source(path, sets) -> str: return str(path) + (f" with --set {' '.join(sets)}" if sets else "")
 
 def read_recipe(path, model, sets:list[str]|None=None):
@@ -348,9 +361,10 @@ def _eval_cmd(a) -> int:
     for bench, s in run_eval(parse_recipe(data, EvalRecipe, _source(a.recipe or "mixcot eval", a.set))).items():
         lo, hi = s["ci95"]
         trunc = "n/a" if s["truncation_rate"] is None else f"{s['truncation_rate']:.3f}"
-        lenient = "n/a" if s.get("lenient_accuracy") is None else f"{s['lenient_accuracy']:.3f}"
-        print(f"{bench}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (strict: the paper's rule; lenient extraction "
-              f"{lenient}) on {s['problems']} problems, truncated {trunc}, no answer {s['no_answer_rate']:.3f}")
+        pol = s.get("policy", "strict"); other = "lenient" if pol == "strict" else "strict"
+        beside = "n/a" if s.get(f"{other}_accuracy") is None else f"{s[f'{other}_accuracy']:.3f}"
+        print(f"{bench}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({pol} extraction{' (the paper harness)' if pol == 'strict' else ''}; "
+              f"{other} {beside}) on {s['problems']} problems, truncated {trunc}, no answer {s['no_answer_rate']:.3f}")
     print(f"records and summary.json in {data['output_dir']}")
     return 0
 
@@ -384,6 +398,7 @@ def _run_parser(sub):
         description="Run every unit of the experiment RECIPE that is not done under the current recipe; resumes.",
         epilog="examples:\n  mixcot run recipes/lab/quick.yaml\n"
                "  mixcot run recipes/paper/grid.yaml --only 'train:qwen2.5-3b:*'   # one student's training units\n"
+               "  mixcot run recipes/lab/quick.yaml --jobs 2                       # two units at a time, one per core\n"
                "  mixcot run recipes/paper/grid.yaml --plan                        # list units, run nothing\n"
                "  mixcot run recipes/lab/quick.yaml --set train.sft.learning_rate=5e-4 --plan\n"
                f"recipe keys: {reference_url('ExperimentRecipe')}",
@@ -391,6 +406,7 @@ def _run_parser(sub):
     p.add_argument("recipe", type=Path, help="YAML experiment recipe")
     p.add_argument("--only", action="append", help="unit id or pattern (repeatable), e.g. train:qwen2.5-3b:mix-long")
     p.add_argument("--plan", action="store_true", help="list the units with their state, launcher, resources and memory estimate, and exit")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="run up to N units side by side, each in its own process (default 1)")
     p.add_argument("--slurm", type=Path, metavar="DIR", help="write one Slurm batch script per unit not done and DIR/submit.sh, and exit")
     _set_argument(p)
     p.set_defaults(func=_run_cmd)
@@ -408,7 +424,7 @@ def _run_cmd(a) -> int:
         return 0
     stages = Counter(u.stage for u in select(plan(recipe, _source(a.recipe, a.set)), a.only))
     print(f"{sum(stages.values())} units: " + ", ".join(f"{n} {s}" for s, n in stages.items()) + f"; run dir {recipe.run_dir}")
-    out = run_experiment(recipe, only=a.only, source=_source(a.recipe, a.set))
+    out = run_experiment(recipe, only=a.only, source=_source(a.recipe, a.set), jobs=a.jobs)
     if not out["ran"]: print(f"nothing to do: all {len(out['skipped'])} units are up to date")
     else: print(f"ran {len(out['ran'])} units in {out['seconds']:.0f} s; {len(out['skipped'])} were already done")
     report = Path(recipe.run_dir)/"report"

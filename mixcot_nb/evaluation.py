@@ -19,20 +19,22 @@ from tqdm.auto import tqdm
 from .backends import Engine, EngineSpec, SamplingParams, make_engine
 from .core import (JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl, iter_jsonl,
                             lock_file, set_seed, text_hash, write_json, write_jsonl)
-from .grading import (PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, judge_messages, parse_judgement,
-                               pick_field)
+from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, Policy, grade_policies, judge_messages,
+                               parse_judgement, pick_field)
 from .problems import DATASETS, load_problems
 from .sampling import PAPER_PROMPT, render_prompt, unwrap_prompt
 
 # %% auto #0
-__all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'PAPER_PROMPTS', 'paper_average', 'EvalRecipe', 'EvalRecord', 'read_records',
-           'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters',
-           'grade_records', 'unjudged', 'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
+__all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'MATH_TASK_PROMPT', 'PAPER_PROMPTS', 'paper_average', 'EvalRecipe', 'EvalRecord',
+           'read_records', 'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records',
+           'count_parameters', 'grade_records', 'unjudged', 'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
 PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
 BARE_PROMPT = "{problem}"
-PAPER_PROMPTS = {"gsm8k": BARE_PROMPT}     # per-benchmark prompt overrides in the paper's harness
+MATH_TASK_PROMPT = ("Solve the following math problem and present the final answer in the format: Final Answer: "
+                    "\\boxed{your_answer}.\nProblem: {problem}\nAnswer:")   # the harness's hendrycks_math task (paper facts §4.2)
+PAPER_PROMPTS = {"gsm8k": BARE_PROMPT, "math_test": MATH_TASK_PROMPT}   # per-benchmark prompt overrides in the paper's harness
 
 def paper_average(summaries:dict, # benchmark -> accuracy, or -> a summary dict with an `accuracy`
                   math:str="math_test", # the benchmark that stands for the paper's MATH column
@@ -58,12 +60,13 @@ class EvalRecipe(StrictModel):
     sampling: dict[str, Any] = {}      # further `SamplingParams` fields: top_k, min_p, repetition_penalty, extra (vLLM's own)
     max_new_tokens: int = Field(16000, ge=1)
     prompt: str = PAPER_PROMPT         # the user turn; `{problem}` is filled in
-    prompts: dict[str, str] = PAPER_PROMPTS  # per-benchmark overrides (the paper: bare question for GSM8K)
+    prompts: dict[str, str] = PAPER_PROMPTS  # per-benchmark overrides (the harness: bare question for GSM8K, its MATH task's wording)
     system: str | None = None          # optional system message (else the chat template's default)
     stop: list[str] = []               # stop strings (the paper's harness: "Problem:" for the math tasks)
     stops: dict[str, list[str]] = {}   # per-benchmark overrides (the paper's harness: "Q:" for GSM8K)
     judge: EngineSpec | None = None    # LLM judge for rule misses (the paper: Qwen/Qwen2.5-32B-Instruct)
     judge_skip: list[str] = ["gsm8k"]  # benchmarks graded by rules only (the paper: GSM8K)
+    policy: Literal["strict", "lenient"] = "strict"  # extraction policy of the headline `accuracy` (the paper harness's: strict); the other beside
     output_dir: str  # records per benchmark and summary.json
     seed: int = 42  # sampling seed
     chunk_size: int | None = Field(None, ge=1)  # problems per engine call; None: a benchmark at once, records streamed
@@ -113,10 +116,12 @@ class EvalRecord(StrictModel):
     response: str
     gold: str | None                   # the reference answer graded against
     answer: str | None                 # the extracted final answer
-    correct: bool
+    correct: bool                      # the verdict under `policy`: rules, then the judge on their misses
     decided_by: str                    # the grading rule (or `judge`) that decided
-    extracted_by: str | None = None    # the extraction rule that found `answer` (strict policy: the paper's)
-    lenient_correct: bool | None = None  # the rules' verdict under the lenient extraction policy (no judge)
+    extracted_by: str | None = None    # the extraction rule that found `answer`
+    policy: Policy = "strict"          # the extraction policy of `answer` and `correct` (the recipe's)
+    lenient_correct: bool | None = None  # the rules' verdict under the lenient policy, when `policy` is strict (no judge)
+    strict_correct: bool | None = None   # the rules' verdict under the strict policy, when `policy` is lenient (no judge)
     judged: bool = False               # the judge was asked about this rule miss (its verdict may have been none)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -178,10 +183,15 @@ def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, k_max) if k <= k_max})
     toks = [r.completion_tokens for r in records if r.completion_tokens is not None]
     known = [r for r in records if r.finish_reason is not None]
-    lenient = [r.lenient_correct for r in records if r.lenient_correct is not None]
+    policies = sorted({r.policy for r in records})
+    if len(policies) > 1: raise ValueError(f"records graded under different policies {policies}: summarise each apart")
+    policy = policies[0] if policies else "strict"
+    other = {p: [r.correct if r.policy == p else getattr(r, f"{p}_correct") for r in records] for p in POLICIES}
+    fig = {p: sum(v) / len(v) if v and None not in v else None for p, v in other.items()}
     return {"n": n_rec, "problems": n_prob, "samples_per_problem": samples[0] if len(samples) == 1 else samples,
             "correct": correct, "accuracy": correct / n_rec if n_rec else 0.0,
-            "lenient_accuracy": sum(lenient) / len(lenient) if lenient else None,   # beside the paper's (strict) figure
+            "policy": policy,                          # the headline's extraction policy; the other's figure beside it
+            "strict_accuracy": fig["strict"], "lenient_accuracy": fig["lenient"],   # the other policy's: rules alone
             "ci95": list(ci), "ci_method": method,
             "pass_at_k": {str(k): statistics.fmean(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) for k in ks} if n_prob else {},
             "completion_tokens": _dist(toks),
@@ -215,12 +225,17 @@ def _judge_fn(engine:Engine|None):
     return lambda items: [parse_judgement(cs[0].text) for cs in engine.generate([judge_messages(*it) for it in items], params)]
 
 def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=None, timeout:float=5.0,
-                  workers:int|None=None) -> list[EvalRecord]:
-    "Grade `records` in place under the paper's (strict) policy, rules then the batched `judge` on misses; the lenient verdict beside."
+                  workers:int|None=None,
+                  policy:Policy="strict", # the headline's extraction policy (the paper's: strict); the other's verdict beside
+                 ) -> list[EvalRecord]:
+    "Grade `records` in place under `policy`, rules then the batched `judge` on misses; the other policy's rule verdict beside."
+    if policy not in POLICIES: raise ValueError(f"policy: {policy!r} is not one of {list(POLICIES)}")
     bench = records[0].benchmark if records else None
     both = grade_policies([(r.response, r.gold) for r in records], benchmark=bench, workers=workers, timeout=timeout, progress=False)
-    for r, v, lv in zip(records, both["strict"], both["lenient"]):
-        r.answer, r.correct, r.decided_by, r.extracted_by, r.lenient_correct = v.answer, v.correct, v.decided_by, v.extracted_by, lv.correct
+    other = "lenient" if policy == "strict" else "strict"
+    for r, v, ov in zip(records, both[policy], both[other]):
+        r.answer, r.correct, r.decided_by, r.extracted_by, r.policy = v.answer, v.correct, v.decided_by, v.extracted_by, policy
+        setattr(r, f"{other}_correct", ov.correct)
     return judge_records(records, problems, judge)
 
 def unjudged(records:list[EvalRecord]) -> list[EvalRecord]:
@@ -237,13 +252,16 @@ def judge_records(records:list[EvalRecord], problems:dict[str, Problem], judge=N
     return records
 
 # %% ../nbs/07_evaluation.ipynb #8565318e
-_RESUME_FIELDS = ("model", "adapter", "prompt", "prompts", "system", "n", "temperature", "top_p", "max_new_tokens", "seed", "judge", "judge_skip", "stop", "stops", "sampling")
+_RESUME_FIELDS = ("model", "adapter", "prompt", "prompts", "system", "n", "temperature", "top_p", "max_new_tokens", "seed", "judge", "judge_skip", "stop", "stops", "sampling",
+                  "policy")
+_RESUME_DEFAULTS = {"policy": "strict"}   # what a folder started before the field existed was run with
 
 def _check_resumable(recipe:EvalRecipe, out:Path) -> dict|None:
     "Refuse to add to an output folder started with other settings; return the settings to record once the model loads, if new."
     f, now = out/"eval_config.json", json.loads(recipe.model_dump_json(include=set(_RESUME_FIELDS)))
     if f.exists():
         before = json.loads(f.read_text())
+        before = {**_RESUME_DEFAULTS, **before}
         diff = [k for k in _RESUME_FIELDS if k in before and before[k] != now[k]]
         if diff: raise RecipeError(f"{f}: this folder holds an evaluation with different {', '.join(diff)} "
                                    f"(was {', '.join(repr(before[k]) for k in diff)}); use another output_dir or delete it")
@@ -283,7 +301,8 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
                                    completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)
                         for k, cs in batch for i, comp in enumerate(cs) if (chunk[k].id, i) not in done]
                 grade_records(recs, by_id, timeout=recipe.grade_timeout,   # rules only: the judge comes once the engine is released
-                              workers=None if len(recs) >= 64 else 0)   # few: graded here, math-verify in the shared pool
+                              workers=None if len(recs) >= 64 else 0,   # few: graded here, math-verify in the shared pool
+                              policy=recipe.policy)
                 append_jsonl(f, recs)
                 bar.update(len(recs))
     finally: bar.close()

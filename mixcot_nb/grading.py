@@ -22,14 +22,14 @@ from .core import JsonlError, StrictModel, read_jsonl
 
 # %% auto #0
 __all__ = ['Policy', 'Extraction', 'POLICIES', 'TAIL_CHARS', 'MAX_ANSWER_CHARS', 'FLOAT_REL_TOL', 'Rule', 'JUDGE_MODEL',
-           'JUDGE_SAMPLING', 'JUDGE_SYSTEM', 'JUDGE_PROMPT', 'Judge', 'EQUIV_CASES', 'SUITE_FIELDS', 'RESPONSE_FIELDS',
+           'JUDGE_SAMPLING', 'JUDGE_SYSTEM', 'JUDGE_PROMPT', 'Judge', 'SUITE_FIELDS', 'RESPONSE_FIELDS',
            'ANSWER_FIELDS', 'PROBLEM_FIELDS', 'last_boxed', 'final_segment', 'final_answer_phrase', 'last_number',
            'all_boxed', 'box_group', 'reduce_statement', 'answer_statement', 'last_math', 'find_answer',
            'extract_answer', 'hendrycks_strip_string', 'hendrycks_is_equiv', 'inequality_interval', 'normalise_answer',
            'as_fraction', 'numbers_match', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers',
            'answers_match', 'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade',
-           'grade_policies', 'grade_many', 'summarise', 'math_verify_alone', 'read_harness_jsonl', 'read_grader_suite',
-           'is_prose', 'grade_suite_case', 'math_verify_plain', 'pick_field']
+           'grade_policies', 'grade_many', 'summarise', 'read_grader_suite', 'is_prose', 'grade_suite_case',
+           'math_verify_plain', 'pick_field']
 
 # %% ../nbs/01_grading.ipynb #cbfcc6d9
 _box_re = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -146,7 +146,7 @@ def box_group(text:str) -> tuple[str, int, int, int]|None:
     vals = list(dict.fromkeys(b[2] for b in group))      # one answer boxed twice is one answer
     return ", ".join(vals), group[0][0], group[-1][1], len(vals)
 
-# %% ../nbs/01_grading.ipynb #a1e00004
+# %% ../nbs/01_grading.ipynb #28ff1d25
 _answer_re = re.compile(r"\banswer\b", re.I)
 _span_re = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<!\\)\$((?:\\.|[^$\n\\])+?)\$|\\\(([^\n]+?)\\\)", re.S)
 _value_re = re.compile(r"(?<![A-Za-z0-9_.])-?\d+(?:,\d{3})*(?:[.,]\d+)?(?:\s*/\s*\d+)?(?:\s*\\?%)?")
@@ -181,6 +181,7 @@ def reduce_statement(s:str|None) -> str|None:
     nums = _value_re.findall(tail)
     return nums[-1].replace(" ", "") if nums else None
 
+# %% ../nbs/01_grading.ipynb #27531ee7
 def answer_statement(text:str, after:int=0) -> tuple[str, str, int]|None:
     "The last 'Final Answer: ...' / 'The answer is ...' / 'Answer: ...' statement starting at or after `after`: (value, rule, start)."
     for m in reversed(list(_answer_re.finditer(text))[-50:]):      # the last 50 mentions of "answer" are enough
@@ -189,6 +190,7 @@ def answer_statement(text:str, after:int=0) -> tuple[str, str, int]|None:
         if v: return v, "final_answer" if re.search(r"final\s+$", text[max(0, m.start() - 8):m.start()], re.I) else "answer_phrase", m.start()
     return None
 
+# %% ../nbs/01_grading.ipynb #74c598ae
 TAIL_CHARS = 5000   # the fallback looks at the end of a response only: a final answer is there, and the scan stays linear
 
 def last_math(text:str) -> tuple[str, str]|None:
@@ -288,7 +290,7 @@ def hendrycks_is_equiv(gold:str|None, pred:str|None) -> bool:
     try: return hendrycks_strip_string(gold) == hendrycks_strip_string(pred)
     except Exception: return gold == pred
 
-# %% ../nbs/01_grading.ipynb #771e2b9f
+# %% ../nbs/01_grading.ipynb #e30be03b
 MAX_ANSWER_CHARS = 1000   # longer "answers" are compared as strings only; they are never a final answer
 
 _unicode = {"\u2212": "-", "\u2013": "-", "\u221e": "\\infty", "\u03c0": "\\pi", "\u00d7": "\\times", "\u00b7": "\\cdot",
@@ -317,6 +319,7 @@ def _strip_units(s):
     if m and all(w.lower() in _units for w in m.group(2).split()): return m.group(1)
     return s
 
+# %% ../nbs/01_grading.ipynb #80ad326e
 def _squeeze(s):
     "Remove whitespace, keeping one space between a command and a following letter."
     return re.sub(r"(\\[A-Za-z]+)?\s+(?=([A-Za-z])?)", lambda m: (m.group(1) or "") + (" " if m.group(1) and m.group(2) else ""), s)
@@ -336,6 +339,7 @@ def _brace_args(s, cmd, nargs):
         i = k
     return "".join(out) + s[i:]
 
+# %% ../nbs/01_grading.ipynb #7deb3552
 def _canon_number(s):
     "Canonical decimal string of a plain number (`007` → `7`, `3.50` → `3.5`, `.5` → `0.5`), else `s`."
     if not re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) or len(s) > 100: return s
@@ -658,13 +662,14 @@ def grade(response:str, # the full model response
     ok, rule = match_answers(gold, ans, timeout)
     return _with_judge(Verdict(answer=ans, correct=ok, decided_by=rule, extracted_by=how, policy=policy), problem, gold, judge)
 
-# %% ../nbs/01_grading.ipynb #c9da88ea
+# %% ../nbs/01_grading.ipynb #7c53c7a6
 def _as_item(it) -> tuple[str, object, str|None]:
     "(response, gold, problem) from a pair, a triple or a dict."
     if isinstance(it, dict): return it["response"], it["gold"], it.get("problem")
     resp, gold, *rest = it
     return resp, gold, (rest[0] if rest else None)
 
+# %% ../nbs/01_grading.ipynb #42e2b6e6
 def _future_rule(f) -> tuple[bool, Rule]:
     try: return (True, "math_verify") if f.result() else (False, "mismatch")
     except (TimeoutError, FutureTimeout, ProcessExpired): return False, "timeout"   # killed at the deadline, or died
@@ -693,6 +698,7 @@ def _compare_all(pairs:list[tuple[str, str]], workers:int, timeout:float, progre
         if pool is not None: pool.stop(); pool.join()
     return out
 
+# %% ../nbs/01_grading.ipynb #78495c75
 def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
                    benchmark:str|None=None, # "gsm8k" switches on the last-number rule
                    policies:Iterable[Policy]=POLICIES, # extraction policies to grade under
@@ -738,168 +744,6 @@ def summarise(verdicts:list[Verdict]) -> dict:
     return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
             "no_answer_rate": by["no_answer"] / n if n else 0.0, "by": dict(sorted(by.items())),
             "extracted_by": dict(sorted(Counter(v.extracted_by or "none" for v in verdicts).items()))}
-
-# %% ../nbs/01_grading.ipynb #0e05c85a
-EQUIV_CASES = [
-    # (gold, pred, equivalent?, what it checks)
-    ('5', '5', True, 'identical'),
-    ('\\frac{1}{2}', '0.5', True, 'decimal vs fraction'),
-    ('\\frac{1}{2}', '1/2', True, 'slash fraction'),
-    ('\\frac{1}{2}', '\\frac{2}{4}', True, 'unreduced fraction'),
-    ('1.25', '\\frac{5}{4}', True, 'decimal vs fraction'),
-    ('\\dfrac{3}{4}', '\\tfrac34', True, 'dfrac/tfrac, unbraced'),
-    ('\\frac9{19}', '\\frac{9}{19}', True, 'half-braced frac'),
-    ('\\frac43', '\\frac{4}{3}', True, 'unbraced frac'),
-    ('10', '10\\text{ cm}', True, 'text unit'),
-    ('15\\mbox{ cm}^2', '15', True, 'mbox unit with square'),
-    ('864 \\mbox{ inches}^2', '864', True, 'mbox unit with square'),
-    ('5.4 \\text{ cents}', '5.4', True, 'text unit after decimal'),
-    ('\\frac{270}7\\text{ degrees}', '\\frac{270}{7}', True, 'unit after frac'),
-    ('20', '20 inches', True, 'bare unit word'),
-    ('90^\\circ', '90', True, 'degrees'),
-    ('4', '4^{\\circ}', True, 'braced degrees'),
-    ('50\\%', '50', True, 'percent'),
-    ('5\\%', '5', True, 'percent'),
-    ('\\$5', '5', True, 'dollar sign'),
-    ('\\$18.90', '18.9', True, 'dollars and trailing zero'),
-    ('\\$32,\\!348', '32348', True, 'dollars and thousands separator'),
-    ('1,000', '1000', True, 'thousands separator'),
-    ('58,500', '58500', True, 'thousands separator'),
-    ('10,\\!080', '10080', True, 'thousands separator with \\!'),
-    ('11,\\! 111,\\! 111,\\! 100', '11111111100', True, 'long thousands separator'),
-    ('10{,}000', '10000', True, '{,} separator'),
-    ('007', '7', True, 'leading zeros'),
-    ('.0000672', '0.0000672', True, 'leading dot'),
-    ('3.0', '3', True, 'trailing .0'),
-    ('3.21', '3.210', True, 'trailing zero'),
-    ('x=5', '5', True, 'x= prefix'),
-    ('k = 3', '3', True, 'k = prefix'),
-    ('y = 2x + 3', '2x+3', True, 'y = prefix on an expression'),
-    ('x \\in [-2,7]', '[-2,7]', True, 'x \\in prefix'),
-    ('\\left( 3, \\frac{\\pi}{2} \\right)', '(3,\\frac{\\pi}{2})', True, '\\left/\\right'),
-    ('2\\frac{1}{2}', '\\frac{5}{2}', True, 'mixed number'),
-    ('137 \\frac{1}{2}', '137.5', True, 'mixed number vs decimal'),
-    ('1\\frac{4}{5}', '\\frac{9}{5}', True, 'mixed number'),
-    ('\\text{(C)}', 'C', True, 'multiple choice letter'),
-    ('\\text{(C)}', '(C)', True, 'multiple choice in parentheses'),
-    ('\\text{Evelyn}', 'Evelyn', True, 'text answer'),
-    ('\\text{even}', 'even', True, 'text answer'),
-    ('6 - 5i', '6-5i', True, 'spaces'),
-    ('1+274i', '274i+1', True, 'complex, reordered'),
-    ('11\\sqrt2', '11\\sqrt{2}', True, 'unbraced sqrt'),
-    ('\\sqrt{2}/2', '\\frac{\\sqrt2}{2}', True, 'sqrt over 2 vs frac'),
-    ('\\frac{\\sqrt{3}}{3}', '\\frac{1}{\\sqrt{3}}', True, 'rationalised denominator'),
-    ('2\\sqrt{5}', '\\sqrt{20}', True, 'simplified radical'),
-    ('x^2+2x', 'x(x+2)', True, 'factored polynomial'),
-    ('2k+2', '2(k+1)', True, 'factored linear'),
-    ('p - q', '-q+p', True, 'reordered terms'),
-    ('-\\frac{\\pi}{6}', '-\\pi/6', True, 'pi fraction'),
-    ('8 \\pi', '8\\pi', True, 'spaces around pi'),
-    ('\\cot x', '\\frac{\\cos x}{\\sin x}', True, 'trig identity'),
-    ('1000000', '10^6', True, 'power of ten'),
-    ('2^{10}', '1024', True, 'evaluated power'),
-    ('.0000672', '6.72\\times10^{-5}', True, 'scientific notation'),
-    ('\\{1,2\\}', '\\{2,1\\}', True, 'set order'),
-    ('1,-2', '-2,1', True, 'solution list order'),
-    ('3, 5, 7', '7, 5, 3', True, 'solution list order'),
-    ('1 \\pm \\sqrt{19}', '1+\\sqrt{19}, 1-\\sqrt{19}', True, 'plus-minus vs list'),
-    ('\\{1\\pm\\sqrt{5},-2\\}', '-2, 1+\\sqrt5, 1-\\sqrt5', True, 'set with plus-minus'),
-    ('(6,31,-1)', '(6, 31, -1)', True, 'tuple spaces'),
-    ('(-\\infty, 0]', '(-\\infty,0]', True, 'interval spaces'),
-    ('\\left[ \\frac{\\pi^2}{8}, \\frac{5 \\pi^2}{4} \\right]', '[\\pi^2/8, 5\\pi^2/4]', True, 'interval of expressions'),
-    ('\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}', '\\begin{pmatrix} -\\frac13 \\\\ \\frac23 \\\\ \\frac53 \\end{pmatrix}', True, 'vector entries'),
-    ('5x - 7y + 11z + 4 = 0', '-5x+7y-11z-4=0', True, 'equation times -1'),
-    ('52_8', '52_{8}', True, 'base subscript braces'),
-    ('−3', '-3', True, 'unicode minus'),
-    ('\\frac{1}{3}', '0.3333333', True, 'decimal to 6 places'),
-    ('\\infty', '∞', True, 'unicode infinity'),
-    ('5', '5 dollars', True, 'bare unit word dollars'),
-    ('\\frac{1}{2}', '\\frac{1}{2}.', True, 'trailing period'),
-    ('1000', '1\\,000', True, 'thin-space thousands separator'),
-    ('1+2i', '1 + 2 i', True, 'spaced complex number'),
-    ('\\frac13', '0.\\overline{3}', True, 'repeating decimal'),
-    ('\\frac{1}{6}', '0.1\\overline{6}', True, 'repeating decimal with a fixed part'),
-    ('2\\%', '2 percent', True, 'percent word'),
-    ('\\text{(A)}', '\\textbf{(A)}', True, 'bold choice letter'),
-    ('\\frac{\\sqrt{21}}{5}', '\\frac{\\sqrt{21}}5', True, 'half-braced frac with a root'),
-    ('1/2', '2', False, 'fraction vs its denominator'),
-    ('(1,2)', '(2,1)', False, 'ordered pair order'),
-    ('[1,2)', '(1,2]', False, 'interval ends'),
-    ('(2,\\infty)', '[2, \\infty)', False, 'open vs closed end'),
-    ('(-\\infty, 0]', '(-\\infty,0)', False, 'closed vs open end'),
-    ('(0,9) \\cup (9,36)', '(0,36)', False, 'union with a hole'),
-    ('\\{1,2\\}', '\\{1,2,3\\}', False, 'different sets'),
-    ('(1,2)', '\\{1,2\\}', False, 'pair vs set'),
-    ('\\sqrt{2}/2', '\\sqrt{2}', False, 'missing factor'),
-    ('\\sqrt{2}/2', '\\sqrt{2/2}', False, 'division inside the root'),
-    ('2\\frac{1}{2}', '1', False, 'mixed number is not a product'),
-    ('1\\frac{4}{5}', '\\frac{4}{5}', False, 'whole part dropped'),
-    ('1,000', '1', False, 'thousands separator trap'),
-    ('12', '1,2', False, 'list is not a number'),
-    ('3,5', '35', False, 'list is not a number'),
-    ('100', '1', False, 'trailing zeros of an integer'),
-    ('150', '15', False, 'trailing zeros of an integer'),
-    ('0.07', '7', False, 'leading zero trap'),
-    ('3.01', '3', False, 'close decimal'),
-    ('10', '10.0000001', False, 'close decimal'),
-    ('\\frac{1}{3}', '0.333', False, 'rounded too early'),
-    ('10\\text{ cm}^2', '100', False, 'unit square is not a power'),
-    ('2^{10}', '210', False, 'power vs digits'),
-    ('x^2+2x', 'x^2+2', False, 'different polynomial'),
-    ('x^5 - x^4 + x^3 - x^2 + x - 1', 'x^5+x^4+x^3+x^2+x+1', False, 'sign pattern'),
-    ('6-5i', '6+5i', False, 'conjugate'),
-    ('-2', '2', False, 'sign'),
-    ('1-\\sqrt{2}', '\\sqrt{2}-1', False, 'sign of a difference'),
-    ('x=5', 'x=-5', False, 'sign after prefix'),
-    ('\\frac{1}{2}', '\\frac{1}{2}\\pi', False, 'extra factor'),
-    ('8\\pi', '25.13', False, 'decimal approximation of pi'),
-    ('\\text{(C)}', 'D', False, 'wrong letter'),
-    ('\\text{even}', 'odd', False, 'wrong word'),
-    ('\\text{east}', '\\text{seat}', False, 'anagram words'),
-    ('\\text{east}', 'seat', False, 'anagram, bare word'),
-    ('\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}', '\\begin{pmatrix} -1 & 0 \\\\ 0 & 1 \\end{pmatrix}', False, 'matrix entry'),
-    ('16', '16.5', False, 'decimal part'),
-    ('\\pi', '3.14', False, 'approximation'),
-    ('5', '5 \\text{ and } 7', False, 'extra solution'),
-    ('\\frac13', '0.\\overline{4}', False, 'wrong repeating decimal'),
-    ('\\sqrt{3}', '1.732', False, 'decimal approximation of a root'),
-    ('[2,\\infty)', 'x \\ge 2', True, 'inequality for an interval'),
-    ('x \\in [-2, 7]', '-2 \\le x \\le 7', True, 'interval vs inequality'),
-    ('-2 \\le x \\le 7', 'x \\in [-2,7]', True, 'inequality vs interval'),
-    ('(3,\\infty)', 'x>3', True, 'open ray as inequality'),
-    ('(-\\infty,5]', '5 \\ge x', True, 'reversed inequality'),
-    ('[2,\\infty)', 'x > 2', False, 'strict inequality for a closed end'),
-    ('(-2,7)', '-2 \\le x \\le 7', False, 'closed inequality for an open interval'),
-    ('32349', '32, 349', False, 'list, not thousands'),
-    ('32, 349', '32,349', True, 'list: the reference decides'),
-    ('100, 200', '100,200', True, 'list: the reference decides'),
-    ('14{,}916', '14{, }916', True, 'explicit thousands separator'),
-    ('1,22', '1.22', True, 'decimal comma'),
-    ('0,111', '0.111', True, 'decimal comma, not thousands'),
-    ('0.0000001', '0.0000002', False, 'tiny distinct decimals'),
-    ('10^{-9}', '2\\cdot10^{-9}', False, 'tiny distinct powers'),
-    ('\\frac{1}{7}', '0.142857', True, 'decimal to six significant digits'),
-    ('\\frac{1}{7}', '0.1428', False, 'decimal to four digits'),
-    ('\\frac{\\sqrt{2}}{2}', '0.7071068', True, 'decimal of a root'),
-    # equivalent, but beyond every rule here: cases for the judge
-    ('3', 'three', True, 'number word'),
-    ('\\text{ellipse}', '\\text{(B) ellipse}', True, 'choice label with the word'),
-]
-
-# %% ../nbs/01_grading.ipynb #1f267565
-def math_verify_alone(gold:str, pred:str) -> bool:
-    "Baseline: math-verify on `$`-wrapped answers in this process, with no time limit."
-    try: return verify(parse(f"${gold}$", parsing_timeout=None), parse(f"${pred}$", parsing_timeout=None), timeout_seconds=None)
-    except Exception: return False
-
-# %% ../nbs/01_grading.ipynb #eb72de15
-def read_harness_jsonl(path) -> list[dict]:
-    "One row per response of a Qwen2.5-Math-harness output file: problem, gold, response, and its `pred` and `score`."
-    rows = []
-    for r in read_jsonl(path):
-        for resp, pred, score in zip(r["code"], r["pred"], r["score"]):
-            rows.append(dict(problem=r["question"], gold=str(r["answer"]), response=resp, their_pred=pred, their_score=bool(score)))
-    return rows
 
 # %% ../nbs/01_grading.ipynb #a1e00014
 SUITE_FIELDS = {"id": str, "source": str, "kind": str, "gold": str, "pred": str, "expected": bool}

@@ -6,17 +6,19 @@ Docs: https://mixcot.github.io/mixcot/lab.html.md"""
 
 # %% ../nbs/09_lab.ipynb #4fea8102
 from __future__ import annotations
-import hashlib, json, random, re, shutil, time
+import hashlib, json, random, re, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from fastcore.basics import patch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from . import backends
-from .backends import CHATML_TEMPLATE, Completion, Engine, SamplingParams, cut_at_stop
-from .core import RunDir, StrictModel, iter_jsonl, read_jsonl, temp_dir_beside, write_json, write_jsonl
+from .backends import Completion, Engine, SamplingParams, cut_at_stop, save_model, train_tokenizer
+from .core import RunDir, StrictModel, iter_jsonl, read_jsonl, write_json, write_jsonl
 from .report import Gate                 # lab_gates' return type; show_doc resolves it
 from .sampling import PAPER_PROMPT, render_prompt
 
@@ -26,8 +28,8 @@ __all__ = ['TASKS', 'HINTS', 'StepKind', 'BOX', 'STYLES', 'STYLE_PATTERNS', 'STU
            'trail_forward', 'trail_backward', 'kept', 'trail_answer', 'find_slip', 'forks_at', 'check_line',
            'write_short', 'write_short_nocheck', 'caught_slip', 'write_long', 'write_long_nocheck', 'flawed_sets',
            'write_small', 'write_large', 'write_solution', 'in_style', 'dishonest_oks', 'LabSettings', 'LabTeacher',
-           'train_tokenizer', 'world_texts', 'write_values', 'pretrain_examples', 'count_params', 'student_recipe',
-           'build_student', 'greedy_accuracy', 'arm_styles', 'lab_gates']
+           'world_texts', 'write_values', 'pretrain_examples', 'count_params', 'student_recipe', 'student_model',
+           'torch_threads', 'build_student', 'greedy_accuracy', 'arm_styles', 'lab_gates']
 
 # %% ../nbs/09_lab.ipynb #70f9af0d
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def write_short_nocheck(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str
     "Ablation: the short procedure without its check line."
     return write_short(p, rng, slip, check=False)
 
-# %% ../nbs/09_lab.ipynb #59f11ef2
+# %% ../nbs/09_lab.ipynb #8cd75f2d
 def _long_step(op:Op, after:list[int], before:list[int], check:bool) -> str:
     "One backward step of the long teacher: enumeration at a fork, else the candidates and their forward check."
     if forks_at(op, after):
@@ -301,6 +303,7 @@ def _long_search(p:Puzzle, ops:list[Op], sets:list[list[int]], start:int, check:
     "Steps `start` down to 0 of a backward search written as `sets` with the steps read as `ops`."
     return [_long_step(ops[i], sets[i+1], sets[i], check) for i in reversed(range(start + 1))]
 
+# %% ../nbs/09_lab.ipynb #fff5a91a
 def caught_slip(p:Puzzle, rng:random.Random) -> tuple[Slip, str]|None:
     "A misread step for the long teacher to catch: at the step (`step`: its check fails) or by the final check (`final`)."
     cands = [Slip(i, o) for i, op in enumerate(p.ops) for o in _misreads(op)]
@@ -314,6 +317,7 @@ def caught_slip(p:Puzzle, rng:random.Random) -> tuple[Slip, str]|None:
         if (pool := at_step if kind == "step" else final): return pool[0], kind
     return None
 
+# %% ../nbs/09_lab.ipynb #9ebae18a
 def write_long(p:Puzzle, rng:random.Random, slip:Slip|None=None, check:bool=True, catch_rate:float=0.5) -> str:
     "Short's lines plus a forward check per step, enumeration at forks and caught slips (at the step or by the final check)."
     if p.task == "forward": return write_short(p, rng, slip)
@@ -348,7 +352,7 @@ def write_long_nocheck(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
     "Ablation: the long teacher without its checks (so without caught slips): short's steps and enumeration at forks."
     return write_long(p, rng, slip, check=False)
 
-# %% ../nbs/09_lab.ipynb #1589918d
+# %% ../nbs/09_lab.ipynb #272c555a
 def flawed_sets(p:Puzzle, rng:random.Random) -> list[list[int]]|None:
     "Candidate sets with one flawed step (a spurious or a dropped candidate) that still end at the right answer."
     sets, truth = trail_backward(p), kept(p)
@@ -374,6 +378,7 @@ def write_small(p:Puzzle, rng:random.Random, slip:Slip|None=None, flaw_rate:floa
     return "\n".join([f"Back from {p.result}: {steps}; {p.hint}: {ans}.", check_line(p.ops, ans, p.result),
                       f"So x={ans}.", BOX.format(ans)])
 
+# %% ../nbs/09_lab.ipynb #259c69e6
 def _groups(n:int, rng:random.Random) -> list[tuple[int, int]]:
     "Half-open runs of 2 or 3 consecutive steps covering `range(n)`."
     out, i = [], 0
@@ -444,7 +449,7 @@ def dishonest_oks(text:str, p:Puzzle) -> int:
         n += any(a != b for a, b in eqs) or (chain and eqs[-1][1] != p.result)
     return n
 
-# %% ../nbs/09_lab.ipynb #d1885d99
+# %% ../nbs/09_lab.ipynb #07375ffc
 class LabSettings(StrictModel):
     "A lab teacher's settings (the `settings` of its `EngineSpec`)."
     error_rate: float = Field(0.1, ge=0, le=1)  # share of responses with a slip that makes the answer wrong
@@ -481,26 +486,29 @@ class LabTeacher(Engine):
         slip = find_slip(p, rng) if wrong else None
         return write_solution(p, self.style, rng, slip)
 
-    def _complete(self, conv:list[dict], params:SamplingParams, k:int) -> Completion:
-        user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
-        if params.temperature == 0: key = ("greedy",)
-        else: key = ("seed", params.seed, k) if params.seed is not None else ("call", self._calls, k)
-        t0 = time.perf_counter()
-        text, hit = cut_at_stop(self.respond(user, key), params.stop)
-        n = self.count(text)
-        if n > params.max_tokens:
-            text = text[:params.max_tokens] if self.settings.tokens == "chars" else " ".join(text.split()[:params.max_tokens])
-            n, reason = params.max_tokens, "length"
-        else: n, reason = n + 1, "stop"
-        return Completion(text=text, prompt_tokens=sum(self.count(m["content"]) for m in conv), completion_tokens=n,
-                          finish_reason=reason, seconds=time.perf_counter() - t0)
+# %% ../nbs/09_lab.ipynb #a7e4593b
+@patch
+def _complete(self:LabTeacher, conv:list[dict], params:SamplingParams, k:int) -> Completion:
+    user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
+    if params.temperature == 0: key = ("greedy",)
+    else: key = ("seed", params.seed, k) if params.seed is not None else ("call", self._calls, k)
+    t0 = time.perf_counter()
+    text, hit = cut_at_stop(self.respond(user, key), params.stop)
+    n = self.count(text)
+    if n > params.max_tokens:
+        text = text[:params.max_tokens] if self.settings.tokens == "chars" else " ".join(text.split()[:params.max_tokens])
+        n, reason = params.max_tokens, "length"
+    else: n, reason = n + 1, "stop"
+    return Completion(text=text, prompt_tokens=sum(self.count(m["content"]) for m in conv), completion_tokens=n,
+                      finish_reason=reason, seconds=time.perf_counter() - t0)
 
-    def generate(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
-        "One list of `params.n` completions per conversation, in input order."
-        backends.check_conversations(conversations)
-        self._calls += 1
-        return [[self._complete(c, params, k) for k in range(params.n)]
-                for c in tqdm(conversations, desc=f"lab {self.style}", disable=not progress)]
+@patch
+def generate(self:LabTeacher, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> list[list[Completion]]:
+    "One list of `params.n` completions per conversation, in input order."
+    backends.check_conversations(conversations)
+    self._calls += 1
+    return [[self._complete(c, params, k) for k in range(params.n)]
+            for c in tqdm(conversations, desc=f"lab {self.style}", disable=not progress)]
 
 backends.register_engine(LabTeacher);
 
@@ -513,20 +521,6 @@ STUDENT_SIZES = {                      # preset -> config; parameters as measure
     "m": dict(hidden_size=192, num_layers=4, num_heads=6, intermediate_size=576),    # 1,994,688
     "l": dict(hidden_size=256, num_layers=6, num_heads=8, intermediate_size=768),    # 5,218,048
 }
-
-def train_tokenizer(texts:list[str], vocab_size:int=384):
-    "A byte-level BPE tokenizer with single-digit tokens, ChatML special tokens and chat template."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<|im_start|>"], chat_template=CHATML_TEMPLATE)
 
 def world_texts(world_dir, n:int=300, prompt:str=PAPER_PROMPT) -> list[str]:
     "Text to train a world's tokenizer on: `n` training prompts and their solutions in every style."
@@ -571,7 +565,7 @@ def count_params(model) -> int:
     "Parameters of `model`, tied embeddings counted once."
     return sum(p.numel() for p in model.parameters())
 
-# %% ../nbs/09_lab.ipynb #82d2b857
+# %% ../nbs/09_lab.ipynb #d5a6fbd0
 def _file_hash(path:Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -581,6 +575,29 @@ def student_recipe(size:str, world_dir, **kw) -> dict:
     if size not in STUDENT_SIZES: raise ValueError(f"unknown student size {size!r}; sizes: {', '.join(STUDENT_SIZES)}")
     return dict(size=size, **STUDENT_SIZES[size], **kw, world=_file_hash(world_dir/"train.jsonl"), version=2)
 
+# %% ../nbs/09_lab.ipynb #93244184
+def student_model(size:str, tok, arch:Literal["qwen2", "llama"]="qwen2"):
+    "A randomly initialised student of preset `size` for the tokenizer `tok` (seed torch first for a repeatable one)."
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    c = STUDENT_SIZES[size]
+    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
+    cfg = cfg_cls(vocab_size=len(tok), hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                  num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
+                  max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return model_cls(cfg)
+
+# %% ../nbs/09_lab.ipynb #5a2b7cd5
+@contextmanager
+def torch_threads(n:int|None):
+    "Run the block with `n` torch CPU threads (None: torch's setting as it is), then restore the old count."
+    import torch
+    old = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+# %% ../nbs/09_lab.ipynb #8d116fae
 def build_student(size:str,                        # a key of `STUDENT_SIZES`
                   world_dir,                       # the world's folder (from `make_world`)
                   out_dir,                         # the model folder to write (reused when built with the same recipe)
@@ -601,7 +618,6 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
                   progress:bool=True) -> Path:
     "Build, pretrain once on the world, save and return the base student of `size` in `out_dir`."
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
     world_dir, out_dir = Path(world_dir), Path(out_dir)
     if pretrain_format not in FORMATS: raise ValueError(f"unknown pretrain_format {pretrain_format!r}; formats: {', '.join(FORMATS)}")
     recipe = student_recipe(size, world_dir, pretrain_steps=pretrain_steps, seed=seed, arch=arch, vocab_size=vocab_size,
@@ -615,31 +631,13 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
     pairs = pretrain_examples(world_dir, pretrain_format, pretrain_examples_n, pretrain_levels, list(pretrain_tasks), prompt, seed,
                               pretrain_inverse_levels, pretrain_long_share)
     tok = train_tokenizer(world_texts(world_dir, prompt=prompt), vocab_size)
-    c = STUDENT_SIZES[size]
-    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
-    cfg = cfg_cls(vocab_size=len(tok), hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-                  num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"], num_key_value_heads=c["num_heads"],
-                  max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
-                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    old_threads = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            model = model_cls(cfg)
-            stats = backends.fit_replies(model, tok, pairs, pretrain_steps, seed, batch_size, lr, schedule="cosine",
-                                                 max_grad_norm=1.0, progress=progress) if pretrain_steps else {}
-    finally: torch.set_num_threads(old_threads)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(out_dir)
-    tok.save_pretrained(tmp); model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(tmp); AutoModelForCausalLM.from_pretrained(tmp)   # loads back as a Hub id would
-    write_json(tmp/"mixcot_lab.json", {"recipe": recipe, "params": count_params(model), "examples": len(pairs),
-                                       "seconds": round(time.time() - t0, 1), **stats})
-    if out_dir.exists(): shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+    with torch_threads(threads), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = student_model(size, tok, arch)
+        stats = backends.fit_replies(model, tok, pairs, pretrain_steps, seed, batch_size, lr, schedule="cosine",
+                                     max_grad_norm=1.0, progress=progress) if pretrain_steps else {}
+    return save_model(model, tok, out_dir, "mixcot_lab.json", {"recipe": recipe, "params": count_params(model), "examples": len(pairs),
+                                                               "seconds": round(time.time() - t0, 1), **stats})
 
 # %% ../nbs/09_lab.ipynb #d164a017
 def greedy_accuracy(model_dir,                     # a student folder
@@ -649,15 +647,10 @@ def greedy_accuracy(model_dir,                     # a student folder
                     prompt:str=PAPER_PROMPT,
                     threads:int|None=1) -> dict:   # torch CPU threads while generating
     "Greedy accuracy of the student in `model_dir` on `problems`, overall and by task and level."
-    import torch
     from mixcot_nb.grading import grade_many
-    old = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try:
-        with backends.TransformersEngine(str(model_dir), batch_size=batch_size, device="cpu") as eng:
-            comps = eng.generate([[{"role": "user", "content": render_prompt(prompt, q.problem)}] for q in problems],
-                                 SamplingParams(max_tokens=max_tokens))
-    finally: torch.set_num_threads(old)
+    with torch_threads(threads), backends.TransformersEngine(str(model_dir), batch_size=batch_size, device="cpu") as eng:
+        comps = eng.generate([[{"role": "user", "content": render_prompt(prompt, q.problem)}] for q in problems],
+                             SamplingParams(max_tokens=max_tokens))
     verdicts = grade_many([(c[0].text, q.answer) for c, q in zip(comps, problems)], workers=0, progress=False)
     by = lambda key: {k: round(sum(v.correct for v, q in zip(verdicts, problems) if key(q) == k) /
                                sum(key(q) == k for q in problems), 3) for k in sorted({key(q) for q in problems})}

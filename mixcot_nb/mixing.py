@@ -94,7 +94,7 @@ def builtin_mix(name:str, roles:dict[str, str],
     return MixSpec(name=name, sources=[MixSource(teacher=roles[r], weight=w) for r, w in BUILTIN_MIXES[name].items()],
                    pool_with=[roles[r] for r in mates], **kw)
 
-# %% ../nbs/05_mixing.ipynb #abf44270
+# %% ../nbs/05_mixing.ipynb #9ef6197d
 _META = pa.schema([("teacher", pa.string()), ("problem_id", pa.string()), ("sample_idx", pa.int64()),
                    ("correct", pa.bool_()), ("finish_reason", pa.string()), ("completion_tokens", pa.int64())])
 _TEXT = pa.schema([("problem_id", pa.string()), ("sample_idx", pa.int64()), ("text", pa.string())])
@@ -116,6 +116,7 @@ def _read_arrow(f:Path, schema:pa.Schema, model=Trace) -> pa.Table:
     try: return _arrow_json(f, schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError): return _read_strict(f, schema, model)
 
+# %% ../nbs/05_mixing.ipynb #8966bdb2
 def _chunks(f:Path, size:int=1 << 26) -> Iterator[tuple[bytes, int, int]]:
     "`f` in pieces of whole lines: `(buf, end, offset)`, the lines being `buf[:end]`, from byte `offset` of `f`."
     with open(f, "rb") as fh:
@@ -137,6 +138,7 @@ def _spans(buf:bytes, end:int, offset:int, starts:list, lengths:list):
         if buf[pos] not in b" \t\n\r\x0b\x0c" or buf[pos:nl].strip(): starts.append(offset + pos); lengths.append(nl - pos)
         pos = nl + 1
 
+# %% ../nbs/05_mixing.ipynb #3f4d8feb
 def _scan_file(f:Path) -> pa.Table:
     "The `_META` columns of trace file `f`, with each row's byte `offset` and `length` (-1 where unknown)."
     parts, starts, lengths, arrow, pending = [], [], [], True, deque()
@@ -447,16 +449,15 @@ def mix_stats(spec:MixSpec, table:pa.Table, dropped:Counter, candidates:dict, de
 # %% ../nbs/05_mixing.ipynb #60f7f521
 def plot_lengths(table:pa.Table, stats:dict, path:Path|None=None):
     "A length histogram per source; saved to `path` when given."
-    import matplotlib
-    if path is not None: matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    from matplotlib.figure import Figure     # not pyplot: no backend chosen, no global figure to close
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     unit, lengths = mix_lengths(table)
     for t in stats["rows_per_source"]:
         if len(xs := lengths.get(t, [])): ax.hist(xs, bins=40, alpha=0.6, histtype="stepfilled", label=f"{t} (n={len(xs)})")
     ax.set(xlabel=f"response length ({unit})", ylabel="rows", title=f"mix {stats['name']}")
     ax.legend(fontsize=8); fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
+    if path is not None: fig.savefig(path, dpi=110)
     return fig
 
 # %% ../nbs/05_mixing.ipynb #6a382dbb

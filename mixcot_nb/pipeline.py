@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #8c4c95cf
 from __future__ import annotations
-import contextlib, fnmatch, hashlib, json, os, shutil, sys, time
+import contextlib, fnmatch, hashlib, json, os, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Literal
 from pydantic import Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from .core import (MixcotError, RecipeError, RunDir, StrictModel, UnknownNameError, append_jsonl, check_name, load_recipe, lock_file,
+from .core import (InputError, MixcotError, RecipeError, RunDir, StrictModel, UnknownNameError, append_jsonl, check_name, load_recipe, lock_file,
                             progress_bars, write_json)
 from .mixing import MixRecipe, MixSpec
 from .sampling import ProblemSource, SampleRecipe, TeacherSpec
@@ -23,9 +23,9 @@ from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 # %% auto #0
 __all__ = ['VERSIONED', 'MODEL_SHAPES', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit',
            'unit_keys', 'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'package_versions',
-           'write_manifest', 'select', 'run_experiment', 'load_experiment', 'experiment_status', 'format_status',
-           'ResourceSpec', 'model_shape', 'train_memory', 'serve_memory', 'unit_resources', 'plan_rows',
-           'slurm_scripts']
+           'write_manifest', 'select', 'run_experiment', 'load_experiment', 'run_worker', 'experiment_status',
+           'format_status', 'ResourceSpec', 'model_shape', 'train_memory', 'serve_memory', 'unit_resources',
+           'plan_rows', 'slurm_scripts']
 
 # %% ../nbs/10_pipeline.ipynb #e742656e
 class StudentSpec(StrictModel):
@@ -35,6 +35,7 @@ class StudentSpec(StrictModel):
     build: dict | None = None                # or build it here: `mixcot_nb.lab.build_student` settings (lab students)
     params: float | None = Field(None, gt=0)  # parameter count, for the gap-against-size figure
     train: dict = {}                         # overrides of the experiment's `train` (merged key by key, `sft` too)
+    arm_train: dict[str, dict] = {}          # this student's per-arm overrides: above everything (pin a setting for one arm)
     launcher: dict | None = None             # overrides the experiment's `launcher` (`training.LaunchSpec` fields)
     eval: dict = {}                          # overrides of the experiment's `eval` (e.g. engine tensor_parallel_size, max_model_len)
 
@@ -60,7 +61,7 @@ class ExperimentRecipe(StrictModel):
     mix: dict = {}                           # shared mix settings: paired, tokenizer, max_tokens, overlength, decontaminate, ...
     students: list[StudentSpec] = Field(min_length=1)
     train: dict = {}                         # training settings shared by every student
-    arm_train: dict[str, dict] = {}          # per-arm overrides of `train` (e.g. the Mix arms' batch, packing); a student's own win
+    arm_train: dict[str, dict] = {}          # per-arm overrides of `train` and of each student's (the Mix arms' batch, packing)
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = []  # training seeds: every (student, arm) is fine-tuned once per seed (default: `seed`)
     budgets: dict[str, dict] = {}            # budget rules by name, each `train` overrides (e.g. equal steps, equal tokens)
     eval: dict = {}                          # evaluation settings: engine, benchmarks, data, limit, n, max_new_tokens, ...
@@ -96,7 +97,7 @@ def replicas(r:ExperimentRecipe) -> list[Replica]:
             for seed in r.seeds or [r.seed]:
                 name = ".".join([s.name] + ([budget] if budget else []) + ([f"s{seed}"] if r.seeds else []))
                 train = _deep_merge(_deep_merge(r.budgets.get(budget, {}), s.train), {"seed": seed})
-                spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train,
+                spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train, arm_train=s.arm_train,
                                    launcher=s.launcher, eval=s.eval)
                 out.append(Replica(spec, s, budget, seed))
     return out
@@ -198,9 +199,12 @@ def _base_dep(s:StudentSpec) -> list[str]: return [f"base:{s.name}"] if s.build 
 def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
     s = rep.spec
     run = RunDir(r.run_dir)
-    config = _deep_merge(_deep_merge(_deep_merge({"seed": r.seed}, r.train), r.arm_train.get(arm, {})), s.train)
+    config = {"seed": r.seed}
+    for over in (r.train, s.train, r.arm_train.get(arm, {}), s.arm_train.get(arm, {})):   # the more specific wins
+        config = _deep_merge(config, over)
     config.update(model_name_or_path=s.model_path(r.run_dir), dataset=str(run.mix(arm)), output_dir=str(run.model(s.name, arm)))
-    where = f"students[{s.name}].train" if s.train else f"arm_train.{arm}" if arm in r.arm_train else "train"
+    where = (f"students[{s.name}].arm_train.{arm}" if arm in s.arm_train else f"arm_train.{arm}" if arm in r.arm_train
+             else f"students[{s.name}].train" if s.train else "train")
     def recipe():
         from mixcot_nb.training import TrainRecipe
         return _validate(TrainRecipe, config, where, source)
@@ -270,8 +274,9 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     mix = _validate(MixRecipe, {"run_dir": r.run_dir, "roles": r.roles, "arms": r.arms, "seed": r.seed, **r.mix}, "mix", source)
     try: specs = mix.specs()
     except KeyError as e: raise RecipeError(f"{source}: arms: {e.args[0]}") from None
-    if unknown := sorted(set(r.arm_train) - {s.name for s in specs}):
-        raise RecipeError(f"{source}: arm_train: {unknown} not among the arms {[s.name for s in specs]}")
+    for where, per_arm in [("arm_train", r.arm_train), *((f"students[{st.name}].arm_train", st.arm_train) for st in r.students)]:
+        if unknown := sorted(set(per_arm) - {s.name for s in specs}):
+            raise RecipeError(f"{source}: {where}: {unknown} not among the arms {[s.name for s in specs]}")
     teachers = {t.name for t in r.teachers}
     for s in specs:
         if unknown := [t for t in [x.teacher for x in s.sources] + s.pool_with if t not in teachers]:
@@ -375,8 +380,9 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 # %% ../nbs/10_pipeline.ipynb #e5179801
-def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<recipe>", progress:bool=True) -> dict:
-    "Run every unit of `r` that is not done under its current key (or those `only` names); return what ran."
+def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<recipe>", progress:bool=True,
+                   jobs:int=1) -> dict:
+    "Run every unit of `r` that is not done under its current key (or those `only` names), `jobs` at a time; return what ran."
     hashes = {p: data_hash(p) for p in local_paths(r)}
     units = plan(r, source, hashes)
     keys, todo = unit_keys(units), select(units, only)
@@ -385,18 +391,22 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
     rank, world = _world()
     if world > 1 and (other := [u.id for u in pending if u.stage != "train"]):
         raise PipelineError(f"under a distributed launch (world size {world}) run training units only; also selected: {other}")
+    if jobs < 1 or (jobs > 1 and world > 1): raise InputError(f"jobs must be at least 1, and 1 under a distributed launch; got {jobs}")
     for u in pending:
         if u.check: u.check()
     lead = rank == 0                         # under torchrun every rank trains; rank 0 alone keeps the books
     if lead: write_manifest(r, units, keys, source, hashes)
     t0, ran = time.time(), []
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="units", unit="unit", disable=not (progress and lead))
+    if jobs > 1:
+        ids = {u.id for u in pending}
+        for u in pending: _check_inputs(r.run_dir, u, [d for d in u.deps if d not in ids], states, keys)
+        ran = _run_side_by_side(r, pending, jobs, bar)
+        bar.close()
+        return {"ran": ran, "skipped": [u.id for u in todo if u.id not in ran], "seconds": round(time.time() - t0, 2)}
     with progress_bars(False):               # one bar for the run: the units' own bars and the libraries' stay off
         for u in pending:
-            states.update({d: UnitState(r.run_dir, d) for d in u.deps})   # as they are now: another run may have moved on
-            if not_done := [d for d in u.deps if not states[d].done(keys[d])]:
-                raise PipelineError(f"unit {u.id} needs {', '.join(not_done)}, which has not finished under the current "
-                                    f"recipe; run those first (mixcot run RECIPE --only {not_done[0]})")
+            _check_inputs(r.run_dir, u, u.deps, states, keys)
             bar.set_postfix_str(u.id)
             done = {d: states[d]["result"] for d in u.deps}
             if not lead: u.run(done, False)
@@ -414,6 +424,58 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
 def load_experiment(path) -> ExperimentRecipe:
     "Read the experiment recipe at `path`."
     return load_recipe(path, ExperimentRecipe)
+
+# %% ../nbs/10_pipeline.ipynb #df122775
+def _check_inputs(run_dir, u:Unit, deps:list[str], states:dict, keys:dict):
+    "Refuse to start `u` while one of `deps` is not done under the current recipe (read now: another run may have moved on)."
+    states.update({d: UnitState(run_dir, d) for d in deps})
+    if not_done := [d for d in deps if not states[d].done(keys[d])]:
+        raise PipelineError(f"unit {u.id} needs {', '.join(not_done)}, which has not finished under the current "
+                            f"recipe; run those first (mixcot run RECIPE --only {not_done[0]})")
+
+def run_worker(run_dir:str, unit_id:str):
+    "One unit of the run in `run_dir`, under the recipe its manifest records: a worker of `run_experiment(jobs=N)`."
+    manifest = json.loads(RunDir(run_dir).manifest.read_text())
+    try: run_experiment(ExperimentRecipe.model_validate(manifest["recipe"]), only=[unit_id], source=manifest["recipe_file"],
+                        progress=False)
+    except MixcotError as e: sys.exit(f"{unit_id}: {e}")
+
+def _last_line(path:Path) -> str:
+    lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.exists() else []
+    return lines[-1].strip()[:300] if lines else "no output"
+
+def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> list[str]:
+    "Run `pending` in up to `jobs` worker processes, each unit once its inputs are done; a failure stops only its dependents."
+    left, running, ran, failed = {u.id: u for u in pending}, {}, [], {}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
+    (logs := Path(r.run_dir)/"units").mkdir(parents=True, exist_ok=True)
+    worker = "import sys; from mixcot_nb.pipeline import run_worker; run_worker(sys.argv[1], sys.argv[2])"
+    try:
+        while left or running:
+            busy = set(running.values())
+            for uid, u in list(left.items()):
+                if missing := [d for d in u.deps if d in failed]:
+                    failed[uid] = f"not run: needs {', '.join(missing)}"
+                    del left[uid]; bar.update()
+                elif len(running) < jobs and not any(d in left or d in busy for d in u.deps):
+                    with open(logs/f"{uid.replace(':', '__')}.log", "w") as log:
+                        running[subprocess.Popen([sys.executable, "-c", worker, str(r.run_dir), uid], env=env, stdout=log,
+                                                 stderr=subprocess.STDOUT)] = uid
+                    del left[uid]; busy.add(uid)
+            bar.set_postfix_str(", ".join(running.values()))
+            time.sleep(0.2)
+            for p in [p for p in running if p.poll() is not None]:
+                uid = running.pop(p)
+                if p.returncode == 0: ran.append(uid)
+                else: failed[uid] = f"exit {p.returncode}: {_last_line(logs/(uid.replace(':', '__') + '.log'))}"
+                bar.update()
+    finally:
+        for p in running: p.terminate(); p.wait()     # interrupted: the units left running resume on the next run
+    if failed:
+        raise PipelineError(f"{len(failed)} unit(s) did not finish; the {len(ran)} that ran are kept, rerun to retry: "
+                            + "; ".join(f"{uid}: {why}" for uid, why in failed.items()))
+    return ran
+
 
 # %% ../nbs/10_pipeline.ipynb #f868cad8
 def _holder_alive(run_dir, uid:str) -> bool:
@@ -560,6 +622,12 @@ def _engine_gpus(eng:dict) -> int:
     return (eng.get("tensor_parallel_size", 1) * eng.get("data_parallel_size", extra.get("data_parallel_size", 1))
             * eng.get("pipeline_parallel_size", extra.get("pipeline_parallel_size", 1)))
 
+def _serve_estimate(eng:dict, model:str, res:ResourceSpec) -> dict|None:
+    "`serve_memory` of a vLLM engine at its own settings; None for other engines and unknown models."
+    if eng.get("engine") != "vllm" or not (shape := model_shape(model)): return None
+    return serve_memory(shape, res.gpu_memory_gb, eng.get("tensor_parallel_size", 1), eng.get("gpu_memory_utilization", 0.9),
+                        eng.get("max_model_len"))
+
 def unit_resources(u:Unit, res:ResourceSpec) -> dict:
     "What unit `u` asks of the cluster (GPUs, nodes, CPUs, host memory, partition, time) and its memory estimate."
     gpus, nodes, launcher, memory = 0, 1, None, None
@@ -570,13 +638,15 @@ def unit_resources(u:Unit, res:ResourceSpec) -> dict:
         if shape := model_shape(u.info["model"]): memory = train_memory(shape, ls.strategy(), ls.world_size, u.config, ls.offload())
     elif u.stage == "train": gpus, launcher = 1, "in-process"
     elif u.stage in ("sample", "eval") and (eng := u.info.get("engine")):
-        gpus = max(_engine_gpus(eng), _engine_gpus(u.info["judge"]) if u.info.get("judge") else 0)   # one, then the other
-        if u.info.get("judge"): launcher = "judge after student"
-        if eng.get("engine") == "vllm" and (shape := model_shape(u.info["model"])):
-            memory = serve_memory(shape, res.gpu_memory_gb, eng.get("tensor_parallel_size", 1),
-                                  eng.get("gpu_memory_utilization", 0.9), eng.get("max_model_len"))
+        judge = u.info.get("judge")
+        gpus = max(_engine_gpus(eng), _engine_gpus(judge) if judge else 0)   # one, then the other
+        if judge: launcher = "judge after student"
+        memory = _serve_estimate(eng, u.info["model"], res)
+        if judge and (jm := _serve_estimate(judge, judge.get("model", ""), res)):   # its own phase, once the student's engine is closed
+            memory = (memory or {}) | {"judge": jm | {"model": judge["model"]}}
     if gpus > res.gpus_per_node: raise RecipeError(f"unit {u.id}: needs {gpus} GPUs per node; resources.gpus_per_node is {res.gpus_per_node}")
-    fits = None if memory is None else (memory.get("total", 0) <= res.gpu_memory_gb if "total" in memory else memory["sequences"] >= 1)
+    phases = [] if memory is None else [m for m in ({k: v for k, v in memory.items() if k != "judge"}, memory.get("judge")) if m]
+    fits = None if memory is None else all(m["total"] <= res.gpu_memory_gb if "total" in m else m["sequences"] >= 1 for m in phases)
     return {"gpus": gpus, "nodes": nodes, "launcher": launcher, "memory": memory, "fits": fits,
             "cpus": max(1, res.cpus_per_node * gpus // res.gpus_per_node) if gpus else res.cpus_per_cpu_unit,
             "mem_gb": res.mem_gb * gpus // res.gpus_per_node if gpus else res.cpu_mem_gb,
@@ -587,8 +657,10 @@ def _memory_text(m:dict|None, gpu_gb:float) -> str:
     if "total" in m:
         return ("per GPU " + " + ".join(f"{k} {m[k]}" for k in ("weights", "gradients", "optimizer", "activations", "overhead"))
                 + f" = {m['total']} of {gpu_gb:g} GB" + ("" if m["total"] <= gpu_gb else "  DOES NOT FIT"))
-    return (f"per GPU weights {m['weights']} + KV cache {m['kv_cache']} GB: {m['sequences']} sequences of {m['max_model_len']} tokens"
-            + ("" if m["sequences"] >= 1 else "  DOES NOT FIT"))
+    serve = lambda m: (f"per GPU weights {m['weights']} + KV cache {m['kv_cache']} GB: {m['sequences']} sequences of "
+                       f"{m['max_model_len']} tokens" + ("" if m["sequences"] >= 1 else "  DOES NOT FIT"))
+    phases = ([serve(m)] if "weights" in m else []) + ([f"then judge {m['judge']['model']}: " + serve(m["judge"])] if "judge" in m else [])
+    return "; ".join(phases)
 
 def plan_rows(r:ExperimentRecipe, units:list[Unit], states:dict[str, str], source:str="<recipe>") -> list[str]:
     "One tab-separated line per unit: id, state, launcher, resources, memory estimate against the GPU's memory."

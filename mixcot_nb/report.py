@@ -111,8 +111,7 @@ def _per_problem(d:Path, bench:str) -> dict[str, float]|None:
         for r in iter_jsonl(f): acc.setdefault(r["problem_id"], []).append(bool(r["correct"]))
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
-def compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
-    "`P_a - P_b` (percent) over `benchmarks` with a 95% interval, paired on the problems both arms were evaluated on."
+def _compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
     out = {"P_a": arm_average(a, benchmarks), "P_b": arm_average(b, benchmarks), "diff": None, "lo": None, "hi": None,
            "ci": "none", "shared": None, "warning": None}
     if out["P_a"] is None or out["P_b"] is None: return out
@@ -143,6 +142,18 @@ def compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int
     if any(v is None for v in ses): return out
     half = 1.959964 * 100 * math.sqrt(sum(v * v for v in ses)) / len(benchmarks)
     return out | {"lo": out["diff"] - half, "hi": out["diff"] + half, "ci": "normal"}
+
+def _policies(summary:dict, benchmarks:list[str]) -> set[str]:
+    "The extraction policies `summary`'s headline accuracies were graded under (strict where a summary predates them)."
+    return {summary["benchmarks"][x].get("policy", "strict") for x in benchmarks if x in summary["benchmarks"]}
+
+def compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
+    "`P_a - P_b` (percent) over `benchmarks` with a 95% interval, paired on the problems both arms were evaluated on."
+    out = _compare_arms(a, b, benchmarks, n_boot, seed)
+    if len(pols := _policies(a, benchmarks) | _policies(b, benchmarks)) > 1:
+        note = f"graded under different extraction policies ({', '.join(sorted(pols))}): the accuracies do not compare"
+        out["warning"] = "; ".join(filter(None, [out["warning"], note]))
+    return out
 
 def gap_interval(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> tuple[float|None, float|None, str]:
     "95% interval (percent) of `P_a - P_b` over `benchmarks` (`compare_arms`' `lo`, `hi` and `ci`)."

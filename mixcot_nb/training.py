@@ -19,11 +19,10 @@ from .core import MixcotError, StrictModel, load_recipe, progress_bars, set_seed
 if TYPE_CHECKING: import datasets
 
 # %% auto #0
-__all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'tiny_sft_rows', 'write_tiny_mix', 'end_token_ids',
-           'tokenize_example', 'prepare_dataset', 'TrainingError', 'recipe_hash', 'default_attn', 'sharding_at_load',
-           'load_student', 'budget_steps', 'build_trainer', 'eos_check', 'last_complete_checkpoint', 'hub_id',
-           'model_card', 'run_training', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command',
-           'launch_training', 'main']
+__all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'end_token_ids', 'tokenize_example', 'with_system',
+           'prepare_dataset', 'TrainingError', 'recipe_hash', 'default_attn', 'sharding_at_load', 'load_student',
+           'budget_steps', 'build_trainer', 'eos_check', 'last_complete_checkpoint', 'hub_id', 'model_card',
+           'run_training', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command', 'launch_training', 'main']
 
 # %% ../nbs/06_training.ipynb #20a44290
 from .mixing import load_mix
@@ -68,6 +67,8 @@ class TrainRecipe(StrictModel):
     eos_check: int = Field(4, ge=0)    # training prompts the end-of-turn check generates from (0: skip)
     seed: int = 42  # training seed (data order, initialisation of adapters)
     token_budget: int | None = Field(None, ge=1)  # train until this many tokens (prompt + response) are seen; sets max_steps
+    val_size: float = Field(0.0, ge=0, lt=1)  # share of the examples held out to log an eval loss (the authors': 0.01)
+    system: str | None = None          # a system turn before every example without one (None: the chat template's default)
     sft: dict[str, Any] = {}           # TRL `SFTConfig` fields, verbatim
 
     @field_validator("sft")
@@ -96,6 +97,8 @@ class TrainRecipe(StrictModel):
         if self.mode != "full" and self.lora is None: self.lora = LoraSpec()
         if self.token_budget and "max_steps" in self.sft: raise ValueError("token_budget: sets the steps itself; drop sft.max_steps")
         if self.token_budget and self.sft.get("packing"): raise ValueError("token_budget: counts unpacked examples; turn sft.packing off")
+        if self.sft.get("eval_strategy", "no") != "no" and not self.val_size:
+            raise ValueError(f"sft.eval_strategy: {self.sft['eval_strategy']!r} needs held-out examples: set val_size (the authors': 0.01)")
         return self
 
     @property
@@ -118,35 +121,6 @@ def load_sft_data(path) -> "datasets.Dataset":
             raise ValueError(f"{where}: field messages: expected a list of {{role, content}} turns")
         if msgs[-1]["role"] != "assistant": raise ValueError(f"{where}: field messages: the last turn must be the assistant's")
     return ds
-
-# %% ../nbs/06_training.ipynb #1b4444d6
-def tiny_sft_rows(n:int=48, long_every:int=0, data_file=None) -> list[dict]:
-    "`n` `messages` rows from MATH train (short problems): boxed answers, and every `long_every`-th row the full solution."
-    from mixcot_nb.core import example_data_dir, iter_jsonl
-    from mixcot_nb.mixing import example_messages
-    from mixcot_nb.sampling import PAPER_PROMPT
-    rows = []
-    for r in iter_jsonl(data_file or example_data_dir()/"math_hendrycks"/"train.jsonl"):
-        if len(r["problem"]) > 200: continue
-        answer = r["solution"].rsplit("boxed{", 1)[-1].split("}")[0]
-        long = long_every and len(rows) % long_every == 0
-        rows.append({"messages": example_messages(PAPER_PROMPT, r["problem"], r["solution"] if long else f"Final Answer: \\boxed{{{answer}}}"),
-                     "problem_id": f"math/{len(rows)}", "teacher": "long" if long else "short", "sample_idx": 0, "tokens": None})
-        if len(rows) == n: break
-    return rows
-
-def write_tiny_mix(path, n:int=48, long_every:int=0) -> Path:
-    "A mix folder (as `mixing.save_mix` writes) of `tiny_sft_rows(n, long_every)`."
-    import pyarrow as pa
-    from mixcot_nb.mixing import save_mix
-    rows = tiny_sft_rows(n, long_every)
-    table = pa.Table.from_pylist(rows, schema=pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-        ("problem_id", pa.string()), ("teacher", pa.string()), ("sample_idx", pa.int64()), ("tokens", pa.int64())]))
-    from collections import Counter
-    from mixcot_nb.mixing import MixSpec, mix_stats
-    per = {t: sum(r["teacher"] == t for r in rows) for t in ("long", "short")}
-    spec = MixSpec(name=Path(path).name, sources=[{"teacher": t, "weight": max(n, 1)} for t, n in per.items()])
-    return save_mix(path, table, mix_stats(spec, table, Counter(), {}), spec, progress=False)
 
 # %% ../nbs/06_training.ipynb #58c18b16
 def end_token_ids(tokenizer, model_path:str|None=None, eos_token:str|None=None) -> set[int]:
@@ -179,15 +153,21 @@ def tokenize_example(tokenizer, messages:list[dict], end_ids:set[int]) -> dict:
     return {"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids[:end + 1] + [-100] * (len(c_ids) - end - 1)}
 
 # %% ../nbs/06_training.ipynb #20552a7e
+def with_system(messages:list[dict], system:str|None) -> list[dict]:
+    "`messages` with a `system` turn first, unless `system` is None or the conversation has its own."
+    return messages if system is None or messages[0]["role"] == "system" else [{"role": "system", "content": system}, *messages]
+
 def prepare_dataset(ds, tokenizer, end_ids:set[int],
                     max_length:int|None,                 # longest example kept, in tokens (None: no limit)
                     overlength:Literal["drop", "error", "truncate"]="drop",
-                    num_proc:int|None=None, source:str="dataset") -> tuple["datasets.Dataset", list[dict]]:
+                    num_proc:int|None=None, source:str="dataset",
+                    system:str|None=None,                # a system turn for examples without one (None: the template's default)
+                   ) -> tuple["datasets.Dataset", list[dict]]:
     "Tokenize `ds` into `input_ids`/`labels`; return it without over-length rows (or them cut), and those `{row, tokens}`."
     def tok_batch(batch, idx):
         out = {"input_ids": [], "labels": [], "row": idx}
         for msgs, i in zip(batch["messages"], idx):
-            try: ex = tokenize_example(tokenizer, msgs, end_ids)
+            try: ex = tokenize_example(tokenizer, with_system(msgs, system), end_ids)
             except ValueError as e: raise ValueError(f"{source}: row {i + 1}: {e}") from None
             out["input_ids"].append(ex["input_ids"]); out["labels"].append(ex["labels"])
         return out
@@ -218,11 +198,13 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError: pass
     return out
 
+_ADDED_FIELDS = {"val_size": 0.0, "system": None}   # recipe fields added since 0.1.0, as runs saved before them had them
+
 def _check_output_dir(recipe:TrainRecipe, out:Path, is_main:bool) -> dict|None:
     "The saved summary if `out` already holds this recipe's final model; an error if it holds another recipe's run."
     saved = out/"train_recipe.json"
     if saved.exists():
-        old = json.loads(saved.read_text())
+        old = {**_ADDED_FIELDS, **json.loads(saved.read_text())}
         new = recipe.model_dump(mode="json")
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -308,6 +290,7 @@ def _sft_config(recipe:TrainRecipe, progress:bool, max_steps:int|None=None):
     if kw.get("padding_free") and not kw.get("packing"): kw["max_length"] = None  # lengths already enforced; TRL asks for None
     if int(os.environ.get("WORLD_SIZE", 1)) > 1: kw.setdefault("ddp_find_unused_parameters", False)  # every parameter is used
     kw.setdefault("disable_tqdm", not progress)
+    if recipe.val_size: kw.setdefault("eval_strategy", "epoch")   # a held-out set is evaluated (the authors: every 100 steps)
     return SFTConfig(output_dir=recipe.output_dir, seed=recipe.seed, **kw)
 
 def build_trainer(recipe:TrainRecipe, progress:bool=True):
@@ -325,8 +308,13 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     raw = load_sft_data(recipe.dataset)
     with progress_bars(progress):
         ds, dropped = prepare_dataset(raw, tok, ends, recipe.max_length, recipe.overlength,
-                                      recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset))
+                                      recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset), system=recipe.system)
     if not len(ds): raise TrainingError(f"{recipe.dataset}: no example fits max_length {recipe.max_length}")
+    held = None
+    if recipe.val_size:              # as LLaMA-Factory's val_size: a seeded random share of the kept examples, at least one
+        if len(ds) < 2: raise TrainingError(f"{recipe.dataset}: val_size {recipe.val_size} needs two examples or more; {len(ds)} kept")
+        split = ds.train_test_split(test_size=recipe.val_size, seed=recipe.seed)
+        ds, held = split["train"], split["test"]
     lengths = [len(x) for x in ds["input_ids"]]
     steps = budget_steps(recipe.token_budget, lengths, recipe.sft.get("per_device_train_batch_size", 8),
                          recipe.sft.get("gradient_accumulation_steps", 1), int(os.environ.get("WORLD_SIZE", 1))) \
@@ -335,11 +323,11 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     with progress_bars(progress):            # weight loading and TRL's own dataset passes
         sharding = sharding_at_load()
         model, peft_config = load_student(recipe)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, eval_dataset=held, processing_class=tok, peft_config=peft_config)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # no log line per step; the loss curve is in the summary
-    info = {"examples": len(raw), "kept": len(ds), "dropped_overlength": 0 if recipe.overlength == "truncate" else len(dropped), "dropped": dropped,
+    info = {"examples": len(raw), "kept": len(ds), "held_out": len(held) if held is not None else 0, "dropped_overlength": 0 if recipe.overlength == "truncate" else len(dropped), "dropped": dropped,
             "truncated": len(dropped) if recipe.overlength == "truncate" else 0,
             "tokens_per_epoch": sum(lengths), "response_tokens_per_epoch": sum(sum(l != -100 for l in x) for x in ds["labels"]),
             "end_token_ids": sorted(ends), "sharded_load": sharding,
@@ -348,7 +336,8 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
 
 # %% ../nbs/06_training.ipynb #716507e7
 def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=None,
-              max_new_tokens:int|None=None) -> dict:     # cap on the budget (default: none; `run_training` passes max_length)
+              max_new_tokens:int|None=None,     # cap on the budget (default: none; `run_training` passes max_length)
+              system:str|None=None) -> dict:    # the system turn training put first
     "Greedy generation from the first `n` prompts of `dataset`: does the model end its turn by itself?"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -357,7 +346,7 @@ def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=Non
     model.eval()
     stopped, lengths = 0, []
     for msgs in dataset.select(range(min(n, len(dataset))))["messages"]:
-        prompt = tok.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+        prompt = tok.apply_chat_template(with_system(msgs, system)[:-1], tokenize=False, add_generation_prompt=True)
         ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         budget = 2 * len(tok(msgs[-1]["content"], add_special_tokens=False)["input_ids"]) + 16
         if max_new_tokens: budget = min(budget, max_new_tokens)
@@ -372,6 +361,9 @@ def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=Non
 # %% ../nbs/06_training.ipynb #2be56e70
 def _loss_curve(state) -> list[list[float]]:
     return [[h["step"], h["loss"]] for h in state.log_history if "loss" in h]
+
+def _eval_curve(state) -> list[list[float]]:
+    return [[h["step"], h["eval_loss"]] for h in state.log_history if "eval_loss" in h]
 
 def last_complete_checkpoint(out:Path, is_main:bool=True) -> tuple[str|None, list[str]]:
     "The newest `checkpoint-N` in `out` that has its `trainer_state.json` (saved last), and where incomplete ones were moved."
@@ -448,6 +440,9 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
     start_epoch = _resume_epoch(ckpt)        # read now: `save_total_limit` may rotate that checkpoint away while training
     result = trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(out))
+    evals = _eval_curve(trainer.state)
+    if info["held_out"] and (not evals or evals[-1][0] != trainer.state.global_step):
+        trainer.evaluate()                   # every rank: the final model's held-out loss, into the log
     world = trainer.accelerator.num_processes
     if not trainer.accelerator.is_main_process: return {}
     tok = trainer.processing_class
@@ -466,7 +461,9 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
         "resumed_from": ckpt, "torn_checkpoints": torn, "tokens_seen": round(info["tokens_per_epoch"] * state.epoch),
         "train_seconds": round(seconds, 3), "tokens_per_second": round(trained / seconds, 1) if seconds else None,
         "loss_curve": curve, "final_loss": curve[-1][1] if curve else None, "world_size": world,
-        "eos_check": eos_check(model_path, load_sft_data(recipe.dataset), ends, recipe.eos_check, out, recipe.max_length) if recipe.eos_check else None,
+        "eval_curve": (ev := _eval_curve(state)), "eval_loss": ev[-1][1] if ev else None,   # on the held-out `val_size`
+        "eos_check": eos_check(model_path, load_sft_data(recipe.dataset), ends, recipe.eos_check, out, recipe.max_length, recipe.system)
+                     if recipe.eos_check else None,
         "wall_seconds": round(time.time() - t0, 3), "versions": _versions()}
     if summary["eos_check"] and not summary["eos_check"]["ok"]:
         warnings.warn(f"{out}: the trained model did not stop by itself on {summary['eos_check']['prompts'] - summary['eos_check']['stopped']} "

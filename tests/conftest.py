@@ -17,7 +17,7 @@ def data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     "A tiny Qwen2 chat model built locally (tokenizer trained here, ChatML template), saved with `save_pretrained`."
-    from mixcot_nb.backends import build_tiny_chat_model
+    from mixcot_nb.testing import build_tiny_chat_model
     return build_tiny_chat_model(tmp_path_factory.mktemp("models")/"tiny-qwen2", data_file=DATA/"math_hendrycks"/"train.jsonl")
 
 
@@ -25,7 +25,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def judge_model(tmp_path_factory) -> Path:
     "A tiny chat model trained to answer the paper's judge prompt with 'True': a real model behind the judge."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from mixcot_nb.backends import build_tiny_chat_model, fit_replies
+    from mixcot_nb.backends import fit_replies
+    from mixcot_nb.testing import build_tiny_chat_model
     from mixcot_nb.grading import judge_messages
     from mixcot_nb.problems import load_problems
     base = build_tiny_chat_model(tmp_path_factory.mktemp("judge")/"base", train_steps=0, data_file=DATA/"math_hendrycks"/"train.jsonl")

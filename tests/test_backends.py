@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mixcot_nb.backends import (ENGINES, EngineError, EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine,
-                                build_tiny_chat_model, make_engine)
+from mixcot_nb.backends import ENGINES, EngineError, EngineSpec, OpenAIEngine, SamplingParams, TransformersEngine, make_engine
 from mixcot_nb.core import iter_jsonl
+from mixcot_nb.testing import build_tiny_chat_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer, answer  # noqa: E402

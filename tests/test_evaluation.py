@@ -280,3 +280,35 @@ def test_kill_between_generation_and_judging_resumes_with_the_judge_only(tiny_mo
     assert any(r.decided_by == "judge" for r in after)
     summary = json.loads((out/"summary.json").read_text())["benchmarks"]["math500"]
     assert summary["complete"] and summary["correct"] == sum(r.correct for r in after)
+
+
+# ---- the extraction policy of the headline figure ----------------------------------------------------------------
+
+def test_lenient_policy_flips_the_headline(data, tmp_path):
+    "A tiny model trained to state its answer without a box: strict counts none, lenient all; each figure stays beside the other."
+    from pydantic import ValidationError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from mixcot_nb.backends import fit_replies
+    from mixcot_nb.core import write_jsonl
+    from mixcot_nb.sampling import PAPER_PROMPT, render_prompt
+    from mixcot_nb.testing import build_tiny_chat_model
+    threes = [r for r in read_jsonl(data/"math500"/"test.jsonl") if r["answer"] == "3"][:4]
+    (tmp_path/"math500").mkdir()
+    write_jsonl(tmp_path/"math500"/"test.jsonl", threes)
+    base = build_tiny_chat_model(tmp_path/"base", train_steps=0, data_file=data/"math_hendrycks"/"train.jsonl")
+    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
+    fit_replies(model, tok, [(render_prompt(PAPER_PROMPT, r["problem"]), "So the answer is 3.") for r in threes], steps=40,
+                batch_size=4, lr=5e-3)
+    model.save_pretrained(tmp_path/"stater"); tok.save_pretrained(tmp_path/"stater")
+    kw = dict(data={"math500": str(tmp_path/"math500")}, limit=4, max_new_tokens=16)
+    strict = run_eval(_recipe(tmp_path/"stater", data, tmp_path/"s", **kw), progress=False)["math500"]
+    lenient = run_eval(_recipe(tmp_path/"stater", data, tmp_path/"l", policy="lenient", **kw), progress=False)["math500"]
+    recs = read_records(tmp_path/"l"/"math500.jsonl")
+    assert [r.answer for r in recs] == ["3"] * 4 and all(r.policy == "lenient" and r.strict_correct is False for r in recs)
+    assert (strict["policy"], strict["accuracy"], lenient["policy"], lenient["accuracy"]) == ("strict", 0.0, "lenient", 1.0)
+    assert strict["lenient_accuracy"] == lenient["accuracy"] and lenient["strict_accuracy"] == strict["accuracy"]
+    assert json.loads((tmp_path/"l"/"summary.json").read_text())["benchmarks"]["math500"]["accuracy"] == 1.0
+    with pytest.raises(RecipeError, match="different policy"):        # one folder, one policy
+        run_eval(_recipe(tmp_path/"stater", data, tmp_path/"s", policy="lenient", **kw), progress=False)
+    with pytest.raises(ValidationError, match="policy"):
+        _recipe(tmp_path/"stater", data, tmp_path/"x", policy="loose")

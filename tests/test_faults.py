@@ -40,7 +40,7 @@ def _complete(out): return sorted(int(p.name[11:]) for p in out.glob("checkpoint
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory, data):
     "A tiny Qwen2 chat model with random weights (quick to build; what it says does not matter here)."
-    from mixcot_nb.backends import build_tiny_chat_model
+    from mixcot_nb.testing import build_tiny_chat_model
     return build_tiny_chat_model(tmp_path_factory.mktemp("models")/"tiny-random", train_steps=0,
                                  data_file=data/"math_hendrycks"/"train.jsonl")
 
@@ -60,7 +60,8 @@ KILL_IN_SAVE = textwrap.dedent("""
 
 def test_kill_during_checkpoint_save_resumes_from_last_complete(random_model, tmp_path, data):
     "SIGKILL while a checkpoint is half written; the rerun sets it aside, resumes from the newest complete one, says so."
-    from mixcot_nb.training import TrainRecipe, run_training, write_tiny_mix
+    from mixcot_nb.testing import write_tiny_mix
+    from mixcot_nb.training import TrainRecipe, run_training
     out = tmp_path/"run"
     r = TrainRecipe(model_name_or_path=str(random_model), dataset=str(write_tiny_mix(tmp_path/"mix", 48)),
                     output_dir=str(out), eos_check=0, sft=TRAIN)
@@ -429,7 +430,7 @@ def test_bad_eval_recipe_is_one_line(tmp_path, text, part):
 
 def test_mistyped_model_is_one_line_and_leaves_no_config(tmp_path, data):
     "A model that is neither a folder nor reachable on the Hub (offline): one line naming it; the corrected command runs."
-    from mixcot_nb.backends import build_tiny_chat_model
+    from mixcot_nb.testing import build_tiny_chat_model
     args = ["--benchmarks", "math500", "--data", f"math500={data/'math500'}", "--limit", "1", "--max-new-tokens", "4",
             "--out", tmp_path/"o", "--engine", "transformers"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

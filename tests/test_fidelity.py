@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest, yaml
 
+from mixcot_nb.core import RecipeError
 from mixcot_nb.pipeline import load_experiment, plan, run_experiment
 
 PAPER = Path(__file__).resolve().parent.parent/"recipes"/"paper"
@@ -25,14 +26,39 @@ def test_recipes_match_the_fidelity_table():
 
 
 def test_a_drifting_recipe_fails(tmp_path):
-    "The Mix arms back at the pure arms' batch: the table's row no longer holds, and says which and why."
+    "The Mix arms back at a smaller batch: the table's rows no longer hold, and say which and why."
     grid = yaml.safe_load((PAPER/"grid.yaml").read_text())
     grid["arm_train"]["mix-long"]["sft"]["gradient_accumulation_steps"] = 1
     (tmp_path/"grid.yaml").write_text(yaml.safe_dump(grid))
     rows = [r | {"recipe": str(tmp_path/"grid.yaml")} for r in yaml.safe_load((PAPER/"fidelity.yaml").read_text())
             if r["recipe"] == "grid.yaml"]
     bad = fidelity.drift([r | {"recipe_value": fidelity.value(r["recipe"], r["unit"], r["path"])} for r in rows])
-    assert len(bad) == 1 and "recipe says 20, the table 80 (Mix arms' global batch)" in bad[0]
+    assert len(bad) == 2 and "recipe says 20, the table 80 (Mix arms' global batch)" in bad[0]
+    assert "recipe says 20, the table 80 (Mix arms' global batch (LoRA students, 14B and up))" in bad[1]   # theirs too
+
+
+def test_mix_arm_settings_win_over_a_students_own(tmp_path):
+    "A LoRA student's Mix arms train at the authors' batch 80 with the LoRA learning rate; a student's own per-arm pin wins."
+    assert fidelity.value("grid.yaml", "train:qwen2.5-14b:mix-long", "sft.learning_rate") == 1e-4
+    grid = yaml.safe_load((PAPER/"grid.yaml").read_text())
+    lora = next(s for s in grid["students"] if s["name"] == "qwen2.5-14b")
+    lora["arm_train"] = {"mix-long": {"sft": {"per_device_train_batch_size": 1}}}
+    (tmp_path/"grid.yaml").write_text(yaml.safe_dump(grid))
+    rows = [r | {"recipe": str(tmp_path/"grid.yaml")} for r in yaml.safe_load((PAPER/"fidelity.yaml").read_text()) if r["recipe"] == "grid.yaml"]
+    bad = fidelity.drift([r | {"recipe_value": fidelity.value(r["recipe"], r["unit"], r["path"])} for r in rows])
+    assert len(bad) == 1 and "recipe says 16, the table 80 (Mix arms' global batch (LoRA students, 14B and up))" in bad[0]
+
+
+def test_the_grids_policy_is_named_and_checked(tmp_path):
+    "The grid names its extraction policy; a wrong value is refused at planning time, naming the field."
+    assert yaml.safe_load((PAPER/"grid.yaml").read_text())["eval"]["policy"] == "strict"
+    assert all(yaml.safe_load((PAPER/v).read_text())["eval"]["policy"] == "strict" for v in variants.VARIANTS)
+    grid = yaml.safe_load((PAPER/"grid.yaml").read_text())
+    grid["eval"]["policy"] = "loose"
+    (tmp_path/"grid.yaml").write_text(yaml.safe_dump(grid))
+    unit = next(u for u in plan(load_experiment(tmp_path/"grid.yaml"), "grid.yaml") if u.stage == "eval")
+    with pytest.raises(RecipeError, match=r"grid.yaml: eval.policy: Input should be 'strict' or 'lenient'"):
+        unit.check()
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -97,6 +123,7 @@ def test_grid_shape_on_cpu_through_the_judge(tmp_path, data, tiny_model, judge_m
     mix = json.loads((run/"models"/"tiny__mix-long"/"train_summary.json").read_text())
     pure = json.loads((run/"models"/"tiny__long"/"train_summary.json").read_text())
     assert mix["truncated"] > 0 and mix["dropped_overlength"] == 0 and pure.get("truncated", 0) == 0   # the Mix arms cut, as the authors'
+    for m in (mix, pure): assert m["held_out"] == 1 and m["eval_loss"] > 0                  # the authors' 1% split, its loss logged
     records = {b: [json.loads(l) for a in ["base", *g["arms"]] for l in (run/"evals"/f"tiny__{a}"/f"{b}.jsonl").read_text().splitlines()]
                for b in ("math500", "gsm8k")}
     assert any(x["decided_by"] == "judge" for x in records["math500"])                             # the judge ruled on rule misses

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from mixcot_nb.core import JsonlError
 from math500_check import MATH500_14B, check_math500_14b
-from mixcot_nb.grading import (EQUIV_CASES, FLOAT_REL_TOL, JUDGE_SYSTEM, POLICIES, Verdict, answers_match, chat_judge,
+from mixcot_nb.grading import (FLOAT_REL_TOL, JUDGE_SYSTEM, POLICIES, Verdict, answers_match, chat_judge,
                                extract_answer, final_segment, find_answer, grade, grade_many, grade_policies,
                                grade_suite_case, hendrycks_is_equiv, judge_messages, last_boxed, match_answers,
-                               math_verify_alone, math_verify_plain, normalise_answer, numbers_match, parse_judgement,
-                               read_grader_suite, read_harness_jsonl, reference_answer, summarise)
+                               math_verify_plain, normalise_answer, numbers_match, parse_judgement,
+                               read_grader_suite, reference_answer, summarise)
+from mixcot_nb.testing import EQUIV_CASES, math_verify_alone, read_harness_jsonl
 
 TIMEOUT = 1.0
 SLOW = ("(x+y+z)^{60}", "(x+y-z)^{60}")      # passes the guards; sympy needs about 6 s: only a kill stops it

@@ -288,7 +288,7 @@ def test_filters(tmp_path, correct_only, drop_truncated, expect, dropped):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from mixcot_nb.backends import build_tiny_chat_model
+    from mixcot_nb.testing import build_tiny_chat_model
     return build_tiny_chat_model(tmp_path_factory.mktemp("tok")/"tiny", train_steps=0)
 
 

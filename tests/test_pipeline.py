@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest, yaml
 
-from mixcot_nb.backends import build_tiny_chat_model
+from mixcot_nb.testing import build_tiny_chat_model
 
 MIXCOT = Path(sys.executable).parent/"mixcot"
 
@@ -271,6 +271,23 @@ def test_plan_shows_launcher_resources_and_memory_for_the_paper_grid():
     assert rows["eval:llama3.3-70b:long"][3].startswith("4 GPU")        # tensor parallel 4, then the judge's 4 on the same GPUs
     assert rows["eval:llama3.3-70b:long"][2] == "judge after student"
     assert "KV cache" in rows["eval:qwen2.5-32b:long"][4] and "sequences of 16000 tokens" in rows["eval:qwen2.5-32b:long"][4]
+    # the judge runs once the student's engine is released: its own phase, at its own settings (4 GPUs, float16, 32768 tokens)
+    student, judge = rows["eval:qwen2.5-3b:long"][4].split("; then judge Qwen/Qwen2.5-32B-Instruct: ")
+    assert student.startswith("per GPU weights 6.2 + KV cache") and judge.startswith("per GPU weights 16.4 + KV cache")
+    assert judge.endswith("sequences of 32768 tokens") and all("then judge" in row[4] for uid, row in rows.items() if uid.startswith("eval:"))
+
+
+def test_plan_flags_a_judge_that_does_not_fit():
+    "The judge on one 40 GB GPU (its weights alone take 65 GB): the evaluation unit does not fit, though its student does."
+    from mixcot_nb.pipeline import ResourceSpec, load_experiment, plan, plan_rows, unit_resources
+    r = load_experiment(Path(__file__).resolve().parent.parent/"recipes"/"paper"/"grid.yaml")
+    r = r.model_copy(update={"eval": {**r.eval, "judge": {**r.eval["judge"], "tensor_parallel_size": 1}},
+                             "resources": {**r.resources, "gpu_memory_gb": 40}})
+    unit = next(u for u in plan(r) if u.id == "eval:qwen2.5-0.5b:long")
+    x = unit_resources(unit, ResourceSpec(**r.resources))
+    assert x["memory"]["sequences"] >= 1 and x["memory"]["judge"]["sequences"] == 0 and x["fits"] is False
+    row = next(row for row in plan_rows(r, [unit], {unit.id: "pending"}) if row.startswith(unit.id))
+    assert row.endswith("DOES NOT FIT") and row.count("DOES NOT FIT") == 1
 
 
 def test_slurm_scripts_wire_each_unit_to_its_own_inputs(tmp_path, data, students):
@@ -305,3 +322,35 @@ def test_slurm_scripts_wire_each_unit_to_its_own_inputs(tmp_path, data, students
     assert "--gpus-per-node=2" in scripts["train:tiny-qwen:long"] and "--mem=200G" in scripts["train:tiny-qwen:long"]
     assert "--gpus" not in scripts["mix:long"] and "--mem=64G" in scripts["mix:long"]
     assert f"mixcot run {recipe.resolve()} --only 'train:tiny-qwen:long'" in scripts["train:tiny-qwen:long"]
+
+
+def test_jobs_run_units_side_by_side_and_a_failure_stops_only_its_dependents(tmp_path, data, students):
+    "`mixcot run --jobs 2`: units overlap in time; a teacher whose file is malformed fails with its line, the units that"
+    " need it are not started, every other unit finishes; the mended file resumes the rest."
+    run_dir = tmp_path/"run"
+    g = grid(run_dir, data, {"tiny-qwen": students["tiny-qwen"]})
+    bad = tmp_path/"broken.jsonl"
+    bad.write_text((data/"longcot_style_math500"/"math500_even.jsonl").read_text().splitlines()[0] + "\n{not json\n")
+    g["teachers"].append({"name": "broken", "import_from": {"path": str(bad), "problem_field": "question", "response_field": "code"}})
+    g["arms"] = ["long", {"name": "from-broken", "sources": [{"teacher": "broken", "weight": 1.0}]}]
+    recipe = write(tmp_path/"grid.yaml", g)
+    r = mixcot("run", recipe, "--jobs", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "sample:broken: exit" in r.stderr and "broken.jsonl:2" in r.stderr, r.stderr
+    assert "mix:from-broken: not run: needs sample:broken" in r.stderr and "train:tiny-qwen:from-broken: not run" in r.stderr
+    units = json.loads((run_dir/"manifest.json").read_text())["units"]
+    done = {u for u, s in units.items() if s["status"] == "done"}
+    assert {"sample:short-14b", "sample:long-style", "mix:long", "train:tiny-qwen:long", "eval:tiny-qwen:long"} <= done
+    assert not done & {"mix:from-broken", "train:tiny-qwen:from-broken", "eval:tiny-qwen:from-broken", "report"}
+    assert "JsonlError" in (run_dir/"units"/"sample__broken.log").read_text() or "broken.jsonl:2" in (run_dir/"units"/"sample__broken.log").read_text()
+    events = [json.loads(l) for l in (run_dir/"units"/"events.jsonl").read_text().splitlines()]
+    spans = {e["unit"]: [] for e in events}
+    for e in events: spans[e["unit"]].append(e["time"])
+    assert any(a != b and spans[a][0] < spans[b][0] < spans[a][-1] for a in spans for b in spans), "no two units overlapped"
+
+    bad.write_text(bad.read_text().splitlines()[0] + "\n")
+    r = mixcot("run", recipe, "--jobs", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    units = json.loads((run_dir/"manifest.json").read_text())["units"]
+    assert all(u["status"] == "done" for u in units.values()) and (run_dir/"report"/"report.md").exists()
+    assert set(done_events(run_dir).values()) == {1}, "a unit finished twice"

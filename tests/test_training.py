@@ -6,7 +6,8 @@ import pytest, yaml
 
 from mixcot_nb.core import RecipeError, load_recipe, parse_recipe, write_jsonl
 from mixcot_nb.training import (LoraSpec, TrainRecipe, TrainingError, build_trainer, end_token_ids, eos_check, load_sft_data,
-                                run_training, tokenize_example, tiny_sft_rows, write_tiny_mix)
+                                run_training, tokenize_example)
+from mixcot_nb.testing import tiny_sft_rows, write_tiny_mix
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(per_device_train_batch_size=8, max_length=256, save_strategy="no", use_cpu=True, bf16=False,
@@ -16,7 +17,7 @@ FAST = dict(per_device_train_batch_size=8, max_length=256, save_strategy="no", u
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory, data):
     "A tiny Qwen2 chat model with random weights: it has never learned to end its turn."
-    from mixcot_nb.backends import build_tiny_chat_model
+    from mixcot_nb.testing import build_tiny_chat_model
     return build_tiny_chat_model(tmp_path_factory.mktemp("models")/"tiny-random", train_steps=0,
                                  data_file=data/"math_hendrycks"/"train.jsonl")
 
@@ -143,6 +144,24 @@ def test_full_training_learns_to_stop(random_model, mix, tmp_path):
     assert run_training(r, progress=False) == s and (tmp_path/"full"/"train_summary.json").stat().st_mtime_ns == mtime
     with pytest.raises(TrainingError, match="differs in: sft"):
         run_training(r.model_copy(update={"sft": {**r.sft, "learning_rate": 1e-3}}), progress=False)
+    saved = json.loads((tmp_path/"full"/"train_recipe.json").read_text())     # a run saved before val_size and system existed
+    (tmp_path/"full"/"train_recipe.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in ("val_size", "system")}))
+    assert run_training(r, progress=False) == s
+
+
+def test_validation_split_and_system_turn(tiny_model, mix, tmp_path):
+    "val_size holds out a seeded share (the authors' LLaMA-Factory split), evaluated by the trainer; `system` opens every example."
+    def split(seed, **kw):
+        trainer, info = build_trainer(recipe(tiny_model, mix, tmp_path/f"v{seed}", val_size=0.25, seed=seed, **kw), progress=False)
+        return trainer, info, sorted(map(tuple, trainer.eval_dataset["input_ids"]))
+    trainer, info, held = split(0, system="You are a helpful assistant.")
+    assert (info["kept"], info["held_out"], len(trainer.train_dataset)) == (36, 12, 36)
+    assert trainer.args.eval_strategy == "epoch" and split(0, system="You are a helpful assistant.")[2] == held != split(1, system="You are a helpful assistant.")[2]
+    from transformers import AutoTokenizer
+    text = AutoTokenizer.from_pretrained(tiny_model).decode(trainer.train_dataset[0]["input_ids"])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>"), text[:80]
+    with pytest.raises(RecipeError, match="sft.eval_strategy: 'steps' needs held-out examples: set val_size"):
+        parse_recipe({"model_name_or_path": "m", "dataset": "d", "output_dir": "o", "sft": {"eval_strategy": "steps"}}, TrainRecipe)
 
 
 def test_token_budget_sets_the_steps(tiny_model, mix, tmp_path):

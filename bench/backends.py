@@ -26,7 +26,8 @@ Run: python bench/backends.py [--only transformers|openai] [--gpu]
 import argparse, itertools, json, os, platform, subprocess, sys, tempfile, time
 from pathlib import Path
 
-from mixcot_nb.backends import OpenAIEngine, SamplingParams, TransformersEngine, build_tiny_chat_model
+from mixcot_nb.backends import OpenAIEngine, SamplingParams, TransformersEngine
+from mixcot_nb.testing import build_tiny_chat_model
 from mixcot_nb.core import example_data_dir, iter_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

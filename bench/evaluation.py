@@ -10,7 +10,8 @@ Run: python bench/evaluation.py [--problems 48] [--max-new-tokens 64] [--gpu]   
 import argparse, json, os, platform, sys, tempfile, time
 from pathlib import Path
 
-from mixcot_nb.backends import build_tiny_chat_model, make_engine
+from mixcot_nb.backends import make_engine
+from mixcot_nb.testing import build_tiny_chat_model
 from mixcot_nb.core import example_data_dir
 from mixcot_nb.evaluation import EvalRecipe, grade_records, read_records, run_eval
 from mixcot_nb.problems import load_problems

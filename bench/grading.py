@@ -15,9 +15,9 @@ import argparse, json, logging, os, platform, time
 from pathlib import Path
 
 from mixcot_nb.core import example_data_dir
-from mixcot_nb.grading import (EQUIV_CASES, extract_answer, grade_many, grade_policies, grade_suite_case,
-                               hendrycks_is_equiv, math_verify_alone, math_verify_plain, read_grader_suite,
-                               read_harness_jsonl, summarise, warm_up)
+from mixcot_nb.grading import (extract_answer, grade_many, grade_policies, grade_suite_case, hendrycks_is_equiv,
+                               math_verify_plain, read_grader_suite, summarise, warm_up)
+from mixcot_nb.testing import EQUIV_CASES, math_verify_alone, read_harness_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {"shortcot_math_x8": "shortcot_qwen25_math_rm_maj_example/math_cot_100.jsonl",

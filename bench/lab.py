@@ -157,7 +157,8 @@ def precision(sizes:list[str], steps:int, conv_size:str, conv_steps:int, out:Pat
     import copy, torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from mixcot_nb.grading import grade
-    from mixcot_nb.lab import STUDENT_SIZES, WorldSpec, count_params, make_world, pretrain_examples, train_tokenizer, world_texts
+    from mixcot_nb.backends import train_tokenizer
+    from mixcot_nb.lab import STUDENT_SIZES, WorldSpec, count_params, make_world, pretrain_examples, world_texts
     torch.set_num_threads(1)
     world = Path(tempfile.mkdtemp())/"world"
     make_world(WorldSpec(n_train=300, n_test=100, min_steps=2, max_steps=4), world)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from mixcot_nb.backends import build_tiny_chat_model
+from mixcot_nb.testing import build_tiny_chat_model
 from mixcot_nb.core import example_data_dir
 from mixcot_nb.evaluation import EvalRecipe, run_eval
 from mixcot_nb.mixing import MixRecipe, run_mixing

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MIXCOT_DATA", str(ROOT.parent/"shared"/"data"))
 
-from mixcot_nb.backends import build_tiny_chat_model
 from mixcot_nb.core import write_json
-from mixcot_nb.training import TrainRecipe, load_sft_data, run_training, write_tiny_mix
+from mixcot_nb.testing import build_tiny_chat_model, write_tiny_mix
+from mixcot_nb.training import TrainRecipe, load_sft_data, run_training
 
 SFT = dict(per_device_train_batch_size=8, learning_rate=1e-3, max_length=512, logging_steps=1, save_strategy="no",
            bf16=False, activation_checkpointing=False, disable_tqdm=True, report_to="none")
@@ -85,7 +85,7 @@ def generation_tokens_per_s(model, n:int=64, new_tokens:int=256) -> dict:
     "The transformers engine, greedy, `n` prompts at once, exactly `new_tokens` each (end tokens ignored)."
     import torch
     from mixcot_nb.backends import SamplingParams, TransformersEngine
-    from mixcot_nb.training import tiny_sft_rows
+    from mixcot_nb.testing import tiny_sft_rows
     convs = [r["messages"][:-1] for r in tiny_sft_rows(n)]
     with TransformersEngine(str(model), device="cuda" if torch.cuda.is_available() else "cpu", batch_size=n) as eng:
         eng.generate(convs[:2], SamplingParams(max_tokens=8))          # warm-up

@@ -425,7 +425,7 @@ def load_experiment(path) -> ExperimentRecipe:
     "Read the experiment recipe at `path`."
     return load_recipe(path, ExperimentRecipe)
 
-# %% ../nbs/10_pipeline.ipynb #df122775
+# %% ../nbs/10_pipeline.ipynb #a9a6cd7b
 def _check_inputs(run_dir, u:Unit, deps:list[str], states:dict, keys:dict):
     "Refuse to start `u` while one of `deps` is not done under the current recipe (read now: another run may have moved on)."
     states.update({d: UnitState(run_dir, d) for d in deps})

@@ -642,7 +642,8 @@ def build_report(run_dir, out_dir=None,
     why = ("**Not interpretable**: the run failed " + "; ".join(f"`{g.name}` ({g.detail})" for g in failed)
            + ". The arms' averages are shown without their differences (the computed values stay in the CSV files, for diagnosis).")
     notes = _problem_set_notes(gaps, gains)
-    paired = ("\n\n**Different problem sets**: " + " | ".join(notes) + ". Those averages, differences and intervals use the "
+    heading = "Different problem sets" + (" or extraction policies" if any("extraction policies" in n for n in notes) else "")
+    paired = (f"\n\n**{heading}**: " + " | ".join(notes) + ". Those averages, differences and intervals use the "
               "problems both arms were evaluated on, paired.") if notes else ""
     gate_rows = [{"gate": g.name, "result": "pass" if g.passed else "FAIL", "detail": g.detail} for g in gates]
     sections = [

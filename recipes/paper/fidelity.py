@@ -4,7 +4,7 @@
 plan makes: a teacher's sampling, an arm's mix, a training's merged settings, an evaluation's settings), and `same`
 or why not. `drift(rows)` lists the rows whose recipe value is no longer the one the table records.
 """
-import inspect, math
+import math
 from functools import cache
 from pathlib import Path
 
@@ -23,12 +23,6 @@ def _units(recipe:str) -> tuple:
     return r, {u.id: u for u in plan(r, recipe)}
 
 
-def _default_policy():
-    "The extraction policy grading applies where an evaluation recipe names none."
-    from mixcot_nb import grading
-    return inspect.signature(grading.find_answer).parameters["policy"].default if hasattr(grading, "find_answer") else None
-
-
 def settings(recipe:str, unit:str) -> dict:
     "The effective settings of `unit` in `recipe` (or of the whole recipe): what the stage will run with, defaults included."
     r, units = _units(recipe)
@@ -38,8 +32,7 @@ def settings(recipe:str, unit:str) -> dict:
         return TrainRecipe.model_validate({k: v for k, v in u.config.items() if k in TrainRecipe.model_fields}).model_dump(mode="json") \
                | {"world_size": u.config.get("world_size", 1)}
     if u.stage == "eval":
-        e = EvalRecipe.model_validate({k: v for k, v in u.config.items() if k in EvalRecipe.model_fields} | {"model": "student"})
-        return {"policy": _default_policy()} | e.model_dump(mode="json")
+        return EvalRecipe.model_validate({k: v for k, v in u.config.items() if k in EvalRecipe.model_fields} | {"model": "student"}).model_dump(mode="json")
     return u.config.get("spec") or u.config
 
 

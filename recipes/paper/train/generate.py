@@ -1,9 +1,10 @@
 """Write the paper grid's trainings as standalone recipes: recipes/paper/train/<student>/<arm>.yaml.
 
-Each file is the training unit `train:<student>:<arm>` of recipes/paper/grid.yaml (the grid's `train`, its `arm_train`
-for the arm, the student's own `train`), reading the mixes of recipes/paper/mix.yaml instead of the grid's run. So the
-stage-by-stage route trains exactly as `mixcot run recipes/paper/grid.yaml` does; tests/test_fidelity.py checks that the
-files still match the grid. Edit the grid and rerun `python recipes/paper/train/generate.py`.
+Each file is the training unit `train:<student>:<arm>` of recipes/paper/grid.yaml (the grid's `train`, the student's own
+`train`, the grid's `arm_train` for the arm, the student's own `arm_train`: the more specific wins), reading the mixes
+of recipes/paper/mix.yaml instead of the grid's run. So the stage-by-stage route trains exactly as `mixcot run
+recipes/paper/grid.yaml` does; tests/test_fidelity.py checks that the files still match the grid. Edit the grid and
+rerun `python recipes/paper/train/generate.py`.
 """
 from pathlib import Path
 
@@ -16,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 GRID = HERE.parent/"grid.yaml"
 RUN = "runs/paper"                       # recipes/paper/mix.yaml writes its arms here
 LAUNCH = "accelerate launch --config_file recipes/accelerate/zero3.yaml -m mixcot_nb.cli train {path}"
-MODEL_KEYS, DATA_KEYS = ("model_name_or_path", "mode", "lora", "merge_adapter"), ("dataset", "overlength")
+MODEL_KEYS, DATA_KEYS = ("model_name_or_path", "mode", "lora", "merge_adapter"), ("dataset", "overlength", "val_size", "system")
 
 
 def header(student:str, arm:str, r:dict) -> str:

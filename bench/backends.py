@@ -148,7 +148,8 @@ def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat
     from mixcot_nb.backends import VLLMEngine, vllm_sampling_params
     from mixcot_nb.evaluation import EvalRecipe, read_records, run_eval
     from mixcot_nb.problems import load_problems
-    from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
+    from mixcot_nb.core import PAPER_PROMPT, render_prompt
+    from mixcot_nb.sampling import TeacherSpec, TraceStore, sample_teacher
     import vllm
     os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))
     model = tiny_model()

@@ -18,11 +18,11 @@ from .core import InputError, MixcotError, StrictModel, temp_dir_beside, write_j
 
 # %% auto #0
 __all__ = ['VLLM_SAMPLING_FIELDS', 'Finished', 'CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'VLLM_ENGINE_ARGS',
-           'ENGINES', 'ENGINE_MODULES', 'check_vllm_names', 'SamplingParams', 'Completion', 'check_conversations',
-           'free_accelerator_memory', 'Engine', 'cut_at_stop', 'train_tokenizer', 'fit_replies', 'save_model',
-           'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError', 'check_key_env',
-           'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine', 'engine_class',
-           'make_engine']
+           'ENGINES', 'check_vllm_names', 'SamplingParams', 'Completion', 'check_conversations',
+           'free_accelerator_memory', 'Engine', 'stream_checked', 'cut_at_stop', 'train_tokenizer', 'fit_replies',
+           'save_model', 'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError',
+           'check_key_env', 'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine',
+           'engine_class', 'make_engine']
 
 # %% ../nbs/03_backends.ipynb #b4fbeddd
 VLLM_SAMPLING_FIELDS = set("""n presence_penalty frequency_penalty repetition_penalty temperature watermarking top_p top_k min_p seed stop
@@ -134,6 +134,14 @@ class Engine:
         "Build this engine from an `EngineSpec`."
         return cls(spec.model, **{k: getattr(spec, k) for k in cls.options})
 
+# %% ../nbs/03_backends.ipynb #061f4b78
+def stream_checked(engine:Engine, conversations:list[list[dict]], params:SamplingParams) -> Iterator[Finished]:
+    "`engine.stream`, refusing a batch in which a conversation did not get exactly `params.n` completions."
+    for batch in engine.stream(conversations, params):
+        if any(len(cs) != params.n for _, cs in batch):
+            raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={params.n}")
+        yield batch
+
 # %% ../nbs/03_backends.ipynb #d5bc0e6f
 def cut_at_stop(text:str, stop:list[str]) -> tuple[str, bool]:
     "`text` cut before the earliest stop string, and whether one was found."
@@ -227,7 +235,7 @@ def save_model(model, tok,
         if not same(path): raise
     return path
 
-# %% ../nbs/03_backends.ipynb #5f80a9b5
+# %% ../nbs/03_backends.ipynb #b1a1c631
 def _dtype(dtype:str):
     import torch
     if dtype == "auto": return "auto"
@@ -241,6 +249,7 @@ def _load_failure(model, e:Exception) -> str:
     offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else ""
     return f"model {str(model)!r}: not a local folder, and not found on the Hugging Face Hub{offline}: {str(e).splitlines()[0]}"
 
+# %% ../nbs/03_backends.ipynb #d576f56e
 class TransformersEngine(Engine):
     "Batched generation with a Hugging Face causal LM, on CPU or GPU."
     name = "transformers"
@@ -726,7 +735,6 @@ class EngineSpec(StrictModel):
         return self
 
 ENGINES: dict[str, type[Engine]] = {e.name: e for e in (VLLMEngine, OpenAIEngine, TransformersEngine)}
-ENGINE_MODULES = {"lab": "mixcot_nb.lab"}  # engines that later modules register, imported when a recipe names them
 
 def register_engine(cls:type[Engine]) -> type[Engine]:
     "Add the engine class `cls` to `ENGINES` under `cls.name`."
@@ -734,9 +742,9 @@ def register_engine(cls:type[Engine]) -> type[Engine]:
     return cls
 
 def engine_class(name:str) -> type[Engine]:
-    "The engine class called `name`, importing the module that registers it where needed."
-    if name not in ENGINES and name in ENGINE_MODULES: importlib.import_module(ENGINE_MODULES[name])
-    if name not in ENGINES: raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted({*ENGINES, *ENGINE_MODULES}))}")
+    "The engine class called `name`: one of `ENGINES`, where a later module adds its own when it is imported."
+    if name not in ENGINES: raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))} "
+                                             "(an engine from another module is known once that module is imported)")
     return ENGINES[name]
 
 def make_engine(spec:EngineSpec|dict) -> Engine:

@@ -476,7 +476,7 @@ def main(argv:list[str]|None=None) -> int:
         print(f"mixcot {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
-# %% ../nbs/11_cli.ipynb #c19a0021
+# %% ../nbs/11_cli.ipynb #749dc9cb
 RECIPE_MODELS = ["pipeline.ExperimentRecipe", "pipeline.StudentSpec", "sampling.SampleRecipe", "sampling.ProblemSource",
                  "sampling.TeacherSpec", "sampling.ImportSpec", "backends.SamplingParams", "backends.EngineSpec",
                  "mixing.MixRecipe", "mixing.MixSpec", "mixing.MixSource", "training.TrainRecipe", "training.LoraSpec",
@@ -503,6 +503,7 @@ def _field_lines(model) -> dict[str, tuple[str, str]]:
         last = m.group(1)
     return out
 
+# %% ../nbs/11_cli.ipynb #63e592e3
 def _default(f) -> str:
     if f.is_required(): return "required"
     v = f.get_default(call_default_factory=True)
@@ -523,6 +524,7 @@ def recipe_fields(model) -> list[dict]:
                          meaning=comment or f.description or ""))
     return rows
 
+# %% ../nbs/11_cli.ipynb #4d7a2226
 SHARED_DEFAULTS = {"MixRecipe": "MixSpec"}          # a recipe whose plain fields are defaults for every item of another
 
 def recipe_reference() -> str:
@@ -539,6 +541,7 @@ def recipe_reference() -> str:
             meaning, shared = r["meaning"], SHARED_DEFAULTS.get(m.__name__)
             if not meaning and shared and r["name"] in fields[shared]:
                 meaning = f"default for every arm: {fields[shared][r['name']]['meaning'] or 'see'} ({link(shared)})"
+                r = {**r, "type": fields[shared][r["name"]]["type"]}       # declared there, as written there
             nested = [k for k in models if re.search(rf"\b{k}\b", r["type"]) and k != m.__name__]
             if nested: meaning = (meaning + "; " if meaning else "") + ", ".join(link(k) for k in nested)
             out.append(f"| `{r['name']}` | `{esc(r['type'])}` | `{esc(r['default'])}` | {esc(meaning)} |")

@@ -6,8 +6,9 @@ Docs: https://mixcot.github.io/mixcot/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #3f6e0ec0
 from __future__ import annotations
-import errno, fcntl, hashlib, json, os, random, re, tempfile, threading, warnings
+import errno, fcntl, hashlib, json, os, random, re, statistics, sys, tempfile, threading, warnings
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Type, TypeVar
 
@@ -15,12 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['MAX_RECIPE_VALUES', 'MixcotError', 'InputError', 'UnknownNameError', 'StoreLocked', 'fs_error_message', 'StrictModel',
-           'text_hash', 'problem_id', 'Problem', 'Trace', 'JsonlError', 'atomic_file', 'temp_dir_beside', 'write_jsonl',
-           'repair_jsonl', 'append_jsonl', 'JsonlReport', 'iter_jsonl', 'read_jsonl', 'lock_file', 'RecipeError',
-           'format_validation_error', 'parse_recipe', 'read_yaml', 'load_recipe', 'set_seed', 'progress_bars',
-           'check_name', 'RunDir', 'write_json', 'has_resource', 'skip_missing_resources', 'load_ipython_extension',
-           'example_data_dir']
+__all__ = ['MAX_RECIPE_VALUES', 'PAPER_PROMPT', 'PAPER_BENCHMARKS', 'VERSIONED', 'MixcotError', 'InputError', 'UnknownNameError',
+           'StoreLocked', 'fs_error_message', 'StrictModel', 'text_hash', 'problem_id', 'Problem', 'Trace',
+           'JsonlError', 'atomic_file', 'temp_dir_beside', 'write_jsonl', 'repair_jsonl', 'append_jsonl', 'JsonlReport',
+           'iter_jsonl', 'read_jsonl', 'lock_file', 'RecipeError', 'format_validation_error', 'parse_recipe',
+           'read_yaml', 'load_recipe', 'set_seed', 'progress_bars', 'check_name', 'RunDir', 'write_json',
+           'render_prompt', 'unwrap_prompt', 'conversation', 'paper_average', 'distribution', 'package_versions',
+           'agg_figure', 'has_resource', 'skip_missing_resources', 'load_ipython_extension', 'example_data_dir']
 
 # %% ../nbs/00_core.ipynb #a68b09e8
 class MixcotError(Exception):
@@ -264,19 +266,24 @@ def lock_file(path, what:str="store"):
 class RecipeError(MixcotError, ValueError):
     "A recipe that does not validate; the message names the file and every key path at fault."
 
-def format_validation_error(err:ValidationError, source:str) -> str:
+def format_validation_error(err:ValidationError, source:str,
+                            where:str|None=None, # the key path of the validated part inside a larger recipe
+                           ) -> str:
     "One line per problem in `err`: `source: key.path: message`."
     out = []
     for e in err.errors():
-        loc = ".".join(str(o) for o in e["loc"]) or "(top level)"
+        loc = ".".join([*([where] if where else []), *(str(o) for o in e["loc"])]) or "(top level)"
         out.append(f"{source}: {loc}: {e['msg']}")
     return "\n".join(out)
 
-def parse_recipe(data:dict, model:Type[_M], source:str="<recipe>") -> _M:
+def parse_recipe(data:dict, model:Type[_M], source:str="<recipe>",
+                 where:str|None=None, # the key path of `data` inside a larger recipe, for the messages
+                ) -> _M:
     "Validate `data` into `model`, raising `RecipeError` with key paths."
-    if not isinstance(data, dict): raise RecipeError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: {f'{where}: expected a mapping' if where else 'expected a mapping at the top level'}, got {type(data).__name__}")
     try: return model.model_validate(data)
-    except ValidationError as e: raise RecipeError(format_validation_error(e, source)) from None
+    except ValidationError as e: raise RecipeError(format_validation_error(e, source, where)) from None
 
 
 # %% ../nbs/00_core.ipynb #b1c22bd3
@@ -386,6 +393,69 @@ def write_json(path, obj, indent:int=2) -> Path:
     with atomic_file(path) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False); f.write("\n")
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #a16ab35c
+PAPER_PROMPT = ("Solve the following math problem. Present the final answer in the format: Final Answer: "
+                "\\boxed{your_answer}.\nProblem: {problem}\nAnswer:")
+
+def render_prompt(template:str, problem:str) -> str:
+    "`template` with `{problem}` filled in (other braces, such as `\\boxed{your_answer}`, are left alone)."
+    if "{problem}" not in template: raise ValueError("a prompt template needs a {problem} placeholder")
+    return template.replace("{problem}", problem)
+
+# %% ../nbs/00_core.ipynb #db93c5b4
+def unwrap_prompt(text:str, template:str=PAPER_PROMPT) -> str:
+    "The bare problem if `text` is `template` applied to it, else `text`."
+    head, _, tail = template.partition("{problem}")
+    if text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
+        return text[len(head):len(text) - len(tail)]
+    return text
+
+def conversation(template:str, problem:str,
+                 system:str|None=None, # an optional system message
+                ) -> list[dict]:
+    "The chat messages that ask `problem` with the prompt `template`."
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": render_prompt(template, problem)}]
+
+# %% ../nbs/00_core.ipynb #ec0c3e1c
+PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
+
+def paper_average(summaries:dict, # benchmark -> accuracy, or -> a summary dict with an `accuracy`
+                  math:str="math_test", # the benchmark that stands for the paper's MATH column
+                 ) -> float|None:
+    "The paper's average: the plain mean of MATH, AMC23, GSM8K, OlympiadBench and AIME24; None if one is missing."
+    names = [math if b == "math_test" else b for b in PAPER_BENCHMARKS]
+    if any(b not in summaries for b in names): return None
+    acc = lambda v: v["accuracy"] if isinstance(v, dict) else v
+    return sum(acc(summaries[b]) for b in names) / len(names)
+
+# %% ../nbs/00_core.ipynb #42b63382
+def distribution(xs) -> dict:
+    "Count, mean, median, 95th percentile and maximum of the numbers `xs` (a list or an array); None for each but `n` when empty."
+    s = sorted(xs.tolist() if hasattr(xs, "tolist") else xs)
+    if not s: return {"n": 0, "mean": None, "median": None, "p95": None, "max": None}
+    return {"n": len(s), "mean": statistics.fmean(s), "median": statistics.median(s), "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+            "max": s[-1]}
+
+VERSIONED = ("mixcot", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "math-verify", "bitsandbytes",
+             "deepspeed")
+
+def package_versions(packages:Iterable[str]=VERSIONED) -> dict[str, str|None]:
+    "Python's version and the installed version of each of `packages` (None where one is not installed)."
+    def v(name):
+        try: return metadata.version(name)
+        except metadata.PackageNotFoundError: return None
+    return {"python": sys.version.split()[0], **{p: v(p) for p in packages}}
+
+# %% ../nbs/00_core.ipynb #43842448
+def agg_figure(**kwargs):
+    "A matplotlib `Figure` (`kwargs`: figsize, dpi, ...) on its own Agg canvas: drawn and saved without pyplot's global state."
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 # %% ../nbs/00_core.ipynb #f3e02e7c
 def has_resource(flag:str) -> bool:

@@ -16,34 +16,24 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from .backends import Engine, EngineSpec, SamplingParams, make_engine
-from .core import (JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl, iter_jsonl,
-                            lock_file, set_seed, text_hash, write_json, write_jsonl)
+from .backends import Engine, EngineSpec, SamplingParams, make_engine, stream_checked
+from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl,
+                            conversation, distribution, iter_jsonl, lock_file, paper_average, set_seed, text_hash, unwrap_prompt,
+                            write_json, write_jsonl)
 from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, Policy, grade_policies, judge_messages,
                                parse_judgement, pick_field)
 from .problems import DATASETS, load_problems
-from .sampling import PAPER_PROMPT, render_prompt, unwrap_prompt
 
 # %% auto #0
-__all__ = ['PAPER_BENCHMARKS', 'BARE_PROMPT', 'MATH_TASK_PROMPT', 'PAPER_PROMPTS', 'paper_average', 'EvalRecipe', 'EvalRecord',
-           'read_records', 'wilson_interval', 'bootstrap_interval', 'pass_at_k', 'summarise_records',
-           'count_parameters', 'grade_records', 'unjudged', 'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
+__all__ = ['BARE_PROMPT', 'MATH_TASK_PROMPT', 'PAPER_PROMPTS', 'EvalRecipe', 'EvalRecord', 'read_records', 'wilson_interval',
+           'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters', 'grade_records', 'unjudged',
+           'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
-PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
 BARE_PROMPT = "{problem}"
 MATH_TASK_PROMPT = ("Solve the following math problem and present the final answer in the format: Final Answer: "
                     "\\boxed{your_answer}.\nProblem: {problem}\nAnswer:")   # the harness's hendrycks_math task (paper facts §4.2)
 PAPER_PROMPTS = {"gsm8k": BARE_PROMPT, "math_test": MATH_TASK_PROMPT}   # per-benchmark prompt overrides in the paper's harness
-
-def paper_average(summaries:dict, # benchmark -> accuracy, or -> a summary dict with an `accuracy`
-                  math:str="math_test", # the benchmark that stands for the paper's MATH column
-                 ) -> float|None:
-    "The paper's average: the plain mean of MATH, AMC23, GSM8K, OlympiadBench and AIME24; None if one is missing."
-    names = [math if b == "math_test" else b for b in PAPER_BENCHMARKS]
-    if any(b not in summaries for b in names): return None
-    acc = lambda v: v["accuracy"] if isinstance(v, dict) else v
-    return sum(acc(summaries[b]) for b in names) / len(names)
 
 # %% ../nbs/07_evaluation.ipynb #8bc45cb3
 class EvalRecipe(StrictModel):
@@ -165,11 +155,6 @@ def pass_at_k(n:int, c:int, k:int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 # %% ../nbs/07_evaluation.ipynb #64d3c3f5
-def _dist(xs:list[float]) -> dict:
-    if not xs: return {"mean": None, "median": None, "p95": None, "max": None}
-    s = sorted(xs)
-    return {"mean": statistics.fmean(s), "median": statistics.median(s), "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
-
 def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int=0) -> dict:
     "Accuracy with a 95% interval, pass@k, token, truncation and no-answer statistics of one benchmark's records."
     by_problem = defaultdict(list)
@@ -194,7 +179,7 @@ def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int
             "strict_accuracy": fig["strict"], "lenient_accuracy": fig["lenient"],   # the other policy's: rules alone
             "ci95": list(ci), "ci_method": method,
             "pass_at_k": {str(k): statistics.fmean(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) for k in ks} if n_prob else {},
-            "completion_tokens": _dist(toks),
+            "completion_tokens": distribution(toks),
             "prompt_tokens_mean": statistics.fmean(t) if (t := [r.prompt_tokens for r in records if r.prompt_tokens is not None]) else None,
             "truncation_rate": sum(r.finish_reason == "length" for r in known) / len(known) if known else None,
             "no_answer_rate": sum(r.answer is None for r in records) / n_rec if n_rec else 0.0,
@@ -214,10 +199,6 @@ def count_parameters(model:str|Path) -> int|None:
     return total
 
 # %% ../nbs/07_evaluation.ipynb #a505cf4a
-def _conversation(recipe:EvalRecipe, benchmark:str, p:Problem) -> list[dict]:
-    msgs = [{"role": "system", "content": recipe.system}] if recipe.system else []
-    return msgs + [{"role": "user", "content": render_prompt(recipe.prompt_for(benchmark), p.problem)}]
-
 def _judge_fn(engine:Engine|None):
     "A batched judge: `(items of (problem, gold, pred)) -> verdicts`, with the paper's judge sampling."
     if engine is None: return None
@@ -293,9 +274,7 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
         size = recipe.chunk_size or max(1, len(todo))
         for c in range(0, len(todo), size):
             chunk = todo[c:c + size]
-            for batch in engine.stream([_conversation(recipe, bench, p) for p in chunk], params):
-                if any(len(cs) != recipe.n for _, cs in batch):
-                    raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={recipe.n}")
+            for batch in stream_checked(engine, [conversation(recipe.prompt_for(bench), p.problem, recipe.system) for p in chunk], params):
                 recs = [EvalRecord(benchmark=bench, problem_id=chunk[k].id, sample_idx=i, response=comp.text, gold=chunk[k].answer,
                                    answer=None, correct=False, decided_by="no_answer", prompt_tokens=comp.prompt_tokens,
                                    completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)

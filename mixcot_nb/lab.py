@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from . import backends
 from .backends import Completion, Engine, SamplingParams, cut_at_stop, save_model, train_tokenizer
-from .core import RunDir, StrictModel, iter_jsonl, read_jsonl, write_json, write_jsonl
+from .core import PAPER_PROMPT, RunDir, StrictModel, iter_jsonl, read_jsonl, render_prompt, write_json, write_jsonl
 from .report import Gate                 # lab_gates' return type; show_doc resolves it
-from .sampling import PAPER_PROMPT, render_prompt
 
 # %% auto #0
 __all__ = ['TASKS', 'HINTS', 'StepKind', 'BOX', 'STYLES', 'STYLE_PATTERNS', 'STUDENT_SIZES', 'FORMATS', 'Op', 'parse_op', 'fits',
@@ -58,11 +57,8 @@ def parse_op(text:str) -> Op:
     if not m: raise ValueError(f"not a lab step: {text!r}")
     return Op(m.group(1), int(m.group(2)))
 
-# %% ../nbs/09_lab.ipynb #dcbb371b
+# %% ../nbs/09_lab.ipynb #5422dde3
 TASKS = ("forward", "inverse")
-_PUZZLE_RE = re.compile(r"Digits mod 10: start at (\d|x)(?: \((x is odd|x is even|x [<>] \d)\))?, then ((?:[+\-*^]\d, )*[+\-*^]\d)"
-                        r"(?:, and the result is (\d))?\. What is (?:the result|x)\?")
-
 HINTS = ["x is odd", "x is even"] + [f"x < {k}" for k in range(1, 10)] + [f"x > {k}" for k in range(0, 9)]
 
 def fits(d:int, hint:str|None) -> bool:
@@ -75,6 +71,7 @@ def fits(d:int, hint:str|None) -> bool:
 
 def _width(hint:str) -> int: return sum(fits(d, hint) for d in range(10))
 
+# %% ../nbs/09_lab.ipynb #fbb70013
 @dataclass(frozen=True)
 class Puzzle:
     "A chain of steps; `forward` asks for the result of `start`, `inverse` for the start giving `result`."
@@ -104,6 +101,10 @@ class Puzzle:
         if self.task == "forward": return f"Digits mod 10: start at {self.start}, then {steps}. What is the result?"
         hint = f" ({self.hint})" if self.hint else ""
         return f"Digits mod 10: start at x{hint}, then {steps}, and the result is {self.result}. What is x?"
+
+# %% ../nbs/09_lab.ipynb #3ec9bc8e
+_PUZZLE_RE = re.compile(r"Digits mod 10: start at (\d|x)(?: \((x is odd|x is even|x [<>] \d)\))?, then ((?:[+\-*^]\d, )*[+\-*^]\d)"
+                        r"(?:, and the result is (\d))?\. What is (?:the result|x)\?")
 
 def parse_puzzle(text:str) -> Puzzle|None:
     "The puzzle inside `text` (a bare problem or a whole prompt), or None."

@@ -6,27 +6,28 @@ Docs: https://mixcot.github.io/mixcot/mixing.html.md"""
 
 # %% ../nbs/05_mixing.ipynb #90629512
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, shutil, warnings
+import contextlib, copy, hashlib, json, os, random, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, yaml
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
-from .core import (Problem, RunDir, StrictModel, Trace, UnknownNameError, check_name, lock_file, progress_bars, read_jsonl,
+from .core import (PAPER_PROMPT, Problem, RunDir, StrictModel, Trace, UnknownNameError, check_name, distribution, lock_file, progress_bars, read_jsonl, render_prompt,
                             temp_dir_beside, write_json,
                             write_jsonl)
 from .problems import decontaminate, load_problems
-from .sampling import PAPER_PROMPT, TraceStore, render_prompt
+from .sampling import TraceStore
 
 if TYPE_CHECKING: import datasets
 
 # %% auto #0
-__all__ = ['BUILTIN_MIXES', 'PAIRS', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts', 'fetch_texts',
-           'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'mix_lengths', 'mix_stats',
-           'plot_lengths', 'mix_card', 'save_mix', 'load_mix', 'export_alpaca', 'export_mix', 'MixRecipe', 'run_mixing']
+__all__ = ['BUILTIN_MIXES', 'PAIRS', 'ARM_DEFAULTS', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts',
+           'fetch_texts', 'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'mix_lengths',
+           'mix_stats', 'plot_lengths', 'mix_card', 'save_mix', 'load_mix', 'export_alpaca', 'export_mix', 'MixRecipe',
+           'run_mixing']
 
 # %% ../nbs/05_mixing.ipynb #8db43ab4
 class MixSource(StrictModel):
@@ -275,11 +276,6 @@ def _token_counter(name:str) -> Callable[[list[list[dict]]], list[int]]:
         return lambda convs: [len(x) for x in tok(tok.apply_chat_template(convs, tokenize=False), add_special_tokens=False)["input_ids"]]
     return lambda convs: [sum(len(x) for x in tok([m["content"] for m in c])["input_ids"]) for c in convs]
 
-def _dist(xs) -> dict:
-    s = np.sort(np.asarray(xs, np.int64))
-    if not len(s): return {"n": 0, "mean": None, "median": None, "p95": None}
-    return {"n": len(s), "mean": float(s.mean()), "median": int(s[len(s) // 2]), "p95": int(s[min(len(s) - 1, int(0.95 * len(s)))])}
-
 # %% ../nbs/05_mixing.ipynb #dd467627
 class _Problems:
     "Problem texts by id, kept in Arrow: a run can hold 100,000s of problems, and a mix needs only their texts."
@@ -441,8 +437,8 @@ def mix_stats(spec:MixSpec, table:pa.Table, dropped:Counter, candidates:dict, de
             "weights": spec.weights, "rows_per_source": {t: len(v) for t, v in per.items()},
             "share_per_source": {t: len(v) / max(len(table), 1) for t, v in per.items()},
             "eligible_problems_per_source": {t: len(c) for t, c in candidates.items()},
-            "length_unit": unit, "length_per_source": {t: _dist(v) for t, v in per.items()},
-            "length_overall": _dist(np.concatenate(list(per.values()))),
+            "length_unit": unit, "length_per_source": {t: distribution(v) for t, v in per.items()},
+            "length_overall": distribution(np.concatenate(list(per.values()))),
             "dropped": {f"{t}:{why}": n for (t, why), n in sorted(dropped.items()) if n},
             "decontaminated_problems": len(decon.flagged) if decon else 0}
 
@@ -538,26 +534,23 @@ def export_mix(path, dest, format:str="messages") -> Path:
     return write_jsonl(dest, (_EXPORTS[format](m) for b in batches for m in b["messages"]))
 
 # %% ../nbs/05_mixing.ipynb #2ae60d4c
-class MixRecipe(StrictModel):
+ARM_DEFAULTS = ("tokenizer", "max_tokens", "overlength", "seed", "prompt", "decontaminate", "eval_data")  # `MixSpec` fields a recipe sets once for its built-in arms
+
+_ArmDefaults = create_model("_ArmDefaults", __base__=StrictModel,       # those fields as `MixSpec` declares them: one declaration
+                            **{k: (MixSpec.model_fields[k].annotation, copy.copy(MixSpec.model_fields[k])) for k in ARM_DEFAULTS})
+
+class MixRecipe(_ArmDefaults):
     "The arms of one experiment."
     run_dir: str = Field(min_length=1)  # the run's folder: traces are read from it, mixes written to `<run_dir>/mixes/`
     roles: dict[Literal["long", "short", "large", "small"], str] = {}  # the teacher in each role of the built-in arms
     arms: list[str | MixSpec]  # built-in arm names (long, short, large, small, mix-long, mix-large) or full `MixSpec`s
     paired: bool = True                # built-in arms draw from their pair's pool (the paper's design); False: each its own
-    tokenizer: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    overlength: Literal["drop", "keep", "error"] = "drop"
-    seed: int = 42
-    prompt: str = PAPER_PROMPT
-    decontaminate: list[str] = []
-    eval_data: dict[str, str] = {}
 
     _renamed = model_validator(mode="before")(_renamed_overlength)
 
     def specs(self) -> list[MixSpec]:
-        "Every arm as a `MixSpec`, built-ins bound to `roles` and the shared defaults applied."
-        shared = dict(tokenizer=self.tokenizer, max_tokens=self.max_tokens, overlength=self.overlength, seed=self.seed, prompt=self.prompt,
-                      decontaminate=self.decontaminate, eval_data=self.eval_data)
+        "Every arm as a `MixSpec`, built-ins bound to `roles` and the shared defaults (`ARM_DEFAULTS`) applied."
+        shared = {k: getattr(self, k) for k in ARM_DEFAULTS}
         return [builtin_mix(a, self.roles, self.paired, **shared) if isinstance(a, str) else a for a in self.arms]
 
 def run_mixing(recipe:MixRecipe, only:list[str]|None=None, progress:bool=True) -> dict[str, dict]:

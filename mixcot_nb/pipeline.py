@@ -8,24 +8,23 @@ Docs: https://mixcot.github.io/mixcot/pipeline.html.md"""
 from __future__ import annotations
 import contextlib, fnmatch, hashlib, json, os, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from .core import (InputError, MixcotError, RecipeError, RunDir, StrictModel, UnknownNameError, append_jsonl, check_name, load_recipe, lock_file,
-                            progress_bars, write_json)
+                            package_versions, parse_recipe, progress_bars, write_json)
+from .lab import WorldSpec, build_student, lab_gates, make_world   # importing the lab registers its engine (`engine: lab`)
 from .mixing import MixRecipe, MixSpec
 from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 
 # %% auto #0
-__all__ = ['VERSIONED', 'MODEL_SHAPES', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit',
-           'unit_keys', 'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'package_versions',
-           'write_manifest', 'select', 'run_experiment', 'load_experiment', 'run_worker', 'experiment_status',
-           'format_status', 'ResourceSpec', 'model_shape', 'train_memory', 'serve_memory', 'unit_resources',
-           'plan_rows', 'slurm_scripts']
+__all__ = ['MODEL_SHAPES', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit', 'unit_keys',
+           'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'write_manifest', 'select',
+           'run_experiment', 'load_experiment', 'run_worker', 'experiment_status', 'format_status', 'ResourceSpec',
+           'model_shape', 'train_memory', 'serve_memory', 'unit_resources', 'plan_rows', 'slurm_scripts']
 
 # %% ../nbs/10_pipeline.ipynb #e742656e
 class StudentSpec(StrictModel):
@@ -108,12 +107,6 @@ def _deep_merge(base:dict, over:dict) -> dict:
     for k, v in over.items(): out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
-def _validate(model, data:dict, where:str, source:str):
-    try: return model.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{source}: {'.'.join([where, *map(str, err['loc'])])}: {err['msg']}" for err in e.errors()]
-        raise RecipeError("\n".join(lines)) from None
-
 # %% ../nbs/10_pipeline.ipynb #adc9909c
 class PipelineError(MixcotError, RuntimeError):
     "A unit that cannot run now: its inputs are missing, or another process is running it."
@@ -158,17 +151,14 @@ def data_hash(path) -> str|None:
 def _world_unit(r:ExperimentRecipe, source:str) -> Unit:
     out = Path(r.run_dir)/"world"
     def spec():
-        from mixcot_nb.lab import WorldSpec
-        return _validate(WorldSpec, r.world, "world", source)
+        return parse_recipe(r.world, WorldSpec, source, "world")
     def go(_, progress:bool):
-        from mixcot_nb.lab import make_world
         return {"files": {k: str(v) for k, v in make_world(spec(), out).items()}}
     return Unit("world", "world", {"world": r.world}, outputs=[out], run=go, check=spec)
 
 def _base_unit(r:ExperimentRecipe, s:StudentSpec) -> Unit:
     out = Path(s.model_path(r.run_dir))
     def go(_, progress:bool):
-        from mixcot_nb.lab import build_student
         return {"model_path": str(build_student(**{**s.build, "progress": progress}, world_dir=Path(r.run_dir)/"world", out_dir=out))}
     return Unit(f"base:{s.name}", "base", {"build": s.build}, ["world"] if r.world else [], [out], go)
 
@@ -207,12 +197,12 @@ def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
              else f"students[{s.name}].train" if s.train else "train")
     def recipe():
         from mixcot_nb.training import TrainRecipe
-        return _validate(TrainRecipe, config, where, source)
+        return parse_recipe(config, TrainRecipe, source, where)
     launch = s.launcher if s.launcher is not None else r.launcher
     uid = f"train:{s.name}:{arm}"
     def launcher():
         from mixcot_nb.training import LaunchSpec
-        return _validate(LaunchSpec, launch, f"students[{s.name}].launcher" if s.launcher is not None else "launcher", source)
+        return parse_recipe(launch, LaunchSpec, source, f"students[{s.name}].launcher" if s.launcher is not None else "launcher")
     def check(): recipe(); launch is None or launcher()
     def go(_, progress:bool):
         from mixcot_nb.training import launch_training, run_training
@@ -233,7 +223,7 @@ def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict
     deps = _world_dep(r) + ([f"train:{s.name}:{arm}"] if arm != "base" else _base_dep(rep.student))
     def recipe(model:str=s.model_path(r.run_dir), adapter:str|None=None):
         from mixcot_nb.evaluation import EvalRecipe
-        return _validate(EvalRecipe, {**base, "model": model, "adapter": adapter}, f"students[{s.name}].eval" if s.eval else "eval", source)
+        return parse_recipe({**base, "model": model, "adapter": adapter}, EvalRecipe, source, f"students[{s.name}].eval" if s.eval else "eval")
     def go(done:dict, progress:bool):
         from mixcot_nb.evaluation import run_eval
         trained = done.get(f"train:{s.name}:{arm}", {})
@@ -256,7 +246,6 @@ def _report_unit(r:ExperimentRecipe, evals:list[str]) -> Unit:
         from mixcot_nb.report import build_report
         extra = []
         if r.world is not None:                # a lab run: the lab's own gates (style per arm, check honesty)
-            from mixcot_nb.lab import lab_gates
             extra = lab_gates(r.run_dir)
         return {"page": str(build_report(r.run_dir, students=students, groups=groups, extra_gates=extra))}
     return Unit("report", "report", {"students": students, "groups": groups}, evals, [RunDir(r.run_dir).report], go)
@@ -271,7 +260,7 @@ def local_paths(r:ExperimentRecipe) -> list[str]:
 def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> list[Unit]:
     "Every unit of the experiment `r`, in the order they run; `hashes` are the local data hashes, if already known."
     hashes = {p: data_hash(p) for p in local_paths(r)} if hashes is None else hashes
-    mix = _validate(MixRecipe, {"run_dir": r.run_dir, "roles": r.roles, "arms": r.arms, "seed": r.seed, **r.mix}, "mix", source)
+    mix = parse_recipe({"run_dir": r.run_dir, "roles": r.roles, "arms": r.arms, "seed": r.seed, **r.mix}, MixRecipe, source, "mix")
     try: specs = mix.specs()
     except KeyError as e: raise RecipeError(f"{source}: arms: {e.args[0]}") from None
     for where, per_arm in [("arm_train", r.arm_train), *((f"students[{st.name}].arm_train", st.arm_train) for st in r.students)]:
@@ -320,15 +309,6 @@ def _unit_lock(run_dir, unit_id:str):
         finally: _held.discard(path)
 
 # %% ../nbs/10_pipeline.ipynb #d642ddce
-VERSIONED = ("mixcot", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "math-verify")
-
-def package_versions() -> dict[str, str|None]:
-    "Installed versions of the packages a result depends on."
-    def v(name):
-        try: return metadata.version(name)
-        except metadata.PackageNotFoundError: return None
-    return {"python": sys.version.split()[0], **{p: v(p) for p in VERSIONED}}
-
 def _stale(run_dir, unit:Unit, old_key:str):
     "Move the outputs of a unit whose key changed to `stale/`."
     for out in unit.outputs:
@@ -664,7 +644,7 @@ def _memory_text(m:dict|None, gpu_gb:float) -> str:
 
 def plan_rows(r:ExperimentRecipe, units:list[Unit], states:dict[str, str], source:str="<recipe>") -> list[str]:
     "One tab-separated line per unit: id, state, launcher, resources, memory estimate against the GPU's memory."
-    res = _validate(ResourceSpec, r.resources, "resources", source)
+    res = parse_recipe(r.resources, ResourceSpec, source, "resources")
     rows = []
     for u in units:
         x = unit_resources(u, res)
@@ -697,7 +677,7 @@ def _sbatch(u:Unit, x:dict, res:ResourceSpec, recipe_file:str, log_dir:Path) -> 
 
 def slurm_scripts(r:ExperimentRecipe, recipe_file, out_dir, source:str="<recipe>") -> Path:
     "Write one batch script per unit not yet done into `out_dir`, and `submit.sh`, which submits each after only its own inputs."
-    res = _validate(ResourceSpec, r.resources, "resources", source)
+    res = parse_recipe(r.resources, ResourceSpec, source, "resources")
     out, logs = Path(out_dir), Path(r.run_dir).resolve()/"logs"/"slurm"
     out.mkdir(parents=True, exist_ok=True)
     units = plan(r, source)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import RunDir, StrictModel, iter_jsonl, write_json
-from .evaluation import PAPER_BENCHMARKS, paper_average
+from .core import PAPER_BENCHMARKS, RunDir, StrictModel, iter_jsonl, agg_figure, paper_average, write_json
 
 # %% auto #0
 __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'paper_run', 'load_results',
@@ -356,12 +355,6 @@ def format_gates(gates:list[Gate]) -> str:
     return "\n".join([head] + [f"  {'pass' if g.passed else 'FAIL'}  {g.name:<{w}}  {g.detail}" for g in gates]) + "\n"
 
 # %% ../nbs/08_report.ipynb #9811f77a
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
 def _place_labels(ax, points:list[tuple[float, float, float, float, str]], avoid:list[tuple[float, float, float]]=(),
                   fontsize:int=7) -> list:
     "Label `points` (x, y, y_lo, y_hi, text) inside the axes, clear of each other and of the `avoid` bars (x, y_lo, y_hi)."
@@ -396,8 +389,8 @@ def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path|None:
     "Long CoT and Large teacher gaps (percent) against student size (log scale), with 95% intervals; a panel per gap the run has."
     present = [(gap, ab) for gap, ab in GAPS.items() if any(r.get(f"gap_{gap}") is not None and r.get("params") for r in gaps)]
     if not present: return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(present), figsize=(5.2 * len(present), 4.4), squeeze=False)
+    fig = agg_figure(figsize=(5.2 * len(present), 4.4))
+    axes = fig.subplots(1, len(present), squeeze=False)
     run_labels = []
     for ax, (gap, (a, b)) in zip(axes[0], present):
         if reference:
@@ -425,7 +418,7 @@ def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path|None:
         run_labels.append((ax, labels, bars))
     fig.tight_layout()
     for ax, labels, bars in run_labels: _place_labels(ax, [(*v, s) for s, v in labels.items()], bars)
-    fig.savefig(path, dpi=110, bbox_inches="tight"); plt.close(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)
 
 def _by_family(results:dict, groups:dict|None) -> dict[str, dict[str, list[dict]]]:
@@ -451,13 +444,13 @@ def _point(summaries:list[dict], bench:str) -> tuple[float, tuple[float, float]|
 
 def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
     "Accuracy (percent) of every arm with 95% intervals (over seeds with `groups`): one panel per student, or one in all with one benchmark."
-    plt = _plt()
     fams = _by_family(results, groups)
     every = sorted(set().union(*(s["benchmarks"] for arms in fams.values() for ss in arms.values() for s in ss)))
     if len(every) == 1: panels = [(every[0], [(k, every[0]) for k in fams])]           # the students side by side
     else: panels = [(k, [(k, b) for b in report_benchmarks({a: ss[0] for a, ss in arms.items()}) or every]) for k, arms in fams.items()]
     width = min(20, max(8, 3 + 0.25 * max(len(cells) for _, cells in panels) * len(ARMS)))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.4 * len(panels)), squeeze=False)
+    fig = agg_figure(figsize=(width, 3.4 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     seeds = any(len(ss) > 1 for arms in fams.values() for ss in arms.values())
     for ax, (title, cells) in zip(axes[:, 0], panels):
         order = _arm_order({a for k, _ in cells for a in fams[k]})
@@ -471,7 +464,7 @@ def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
                       rotation=30 if len(cells) > 8 else 0, ha="right" if len(cells) > 8 else "center")
         ax.set_ylabel("accuracy (%)"); ax.set_title(title + (" (over seeds: mean and 95% t-interval; one evaluation: its own 95% interval)" if seeds else ""))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=110)
     return Path(path)
 
 def response_lengths(summary:dict) -> list[int]:
@@ -493,15 +486,15 @@ def plot_lengths(results:dict, path, groups:dict|None=None) -> Path|None:
         arms = {a: [t for s in ss for t in response_lengths(s)] for a, ss in arms.items()}
         if arms := {a: v for a, v in arms.items() if v}: lengths[title + (f", {n} seeds pooled" if n > 1 else "")] = arms
     if not lengths: return None
-    plt = _plt()
-    fig, axes = plt.subplots(len(lengths), 1, figsize=(8, 2.8 * len(lengths)), squeeze=False)
+    fig = agg_figure(figsize=(8, 2.8 * len(lengths)))
+    axes = fig.subplots(len(lengths), 1, squeeze=False)
     for ax, (title, arms) in zip(axes[:, 0], lengths.items()):
         top = max(max(v) for v in arms.values())
         bins = np.linspace(0, top + 1, 30)
         for arm, v in arms.items(): ax.hist(v, bins=bins, histtype="step", lw=1.5, label=f"{arm} (mean {np.mean(v):.0f})")
         ax.set_xlabel("response tokens"); ax.set_ylabel("responses"); ax.set_title(title)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=110)
     return Path(path)
 
 # %% ../nbs/08_report.ipynb #87afa800

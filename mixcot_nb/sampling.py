@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/sampling.html.md"""
 
 # %% ../nbs/04_sampling.ipynb #0a749221
 from __future__ import annotations
-import hashlib, statistics, time, warnings
+import hashlib, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -14,25 +14,15 @@ from typing import Iterable
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine
-from .core import (InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, iter_jsonl,
-                            lock_file, set_seed, text_hash, write_json, write_jsonl)
+from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine, stream_checked
+from .core import (PAPER_PROMPT, InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, conversation, distribution, iter_jsonl,
+                            lock_file, set_seed, text_hash, unwrap_prompt, write_json, write_jsonl)
 from .grading import grade_many
 from .problems import load_problems
 
 # %% auto #0
-__all__ = ['PAPER_PROMPT', 'render_prompt', 'ImportSpec', 'TeacherSpec', 'TraceStore', 'shard_of', 'parse_shard',
-           'sample_teacher', 'teacher_stats', 'unwrap_prompt', 'import_traces', 'ProblemSource', 'SampleRecipe',
-           'run_sampling']
-
-# %% ../nbs/04_sampling.ipynb #6424b73d
-PAPER_PROMPT = ("Solve the following math problem. Present the final answer in the format: Final Answer: "
-                "\\boxed{your_answer}.\nProblem: {problem}\nAnswer:")
-
-def render_prompt(template:str, problem:str) -> str:
-    "`template` with `{problem}` filled in (other braces, such as `\\boxed{your_answer}`, are left alone)."
-    if "{problem}" not in template: raise ValueError("a prompt template needs a {problem} placeholder")
-    return template.replace("{problem}", problem)
+__all__ = ['ImportSpec', 'TeacherSpec', 'TraceStore', 'shard_of', 'parse_shard', 'sample_teacher', 'teacher_stats',
+           'import_traces', 'ProblemSource', 'SampleRecipe', 'run_sampling']
 
 # %% ../nbs/04_sampling.ipynb #93f4949a
 class ImportSpec(StrictModel):
@@ -106,10 +96,6 @@ def parse_shard(text:str) -> tuple[int, int]:
     return i, n
 
 # %% ../nbs/04_sampling.ipynb #c64ee9c3
-def _conversation(t:TeacherSpec, p:Problem) -> list[dict]:
-    msgs = [{"role": "system", "content": t.system}] if t.system else []
-    return msgs + [{"role": "user", "content": render_prompt(t.prompt, p.problem)}]
-
 def _status(traces:Iterable[Trace]) -> dict[str, tuple[int, int]]:
     "problem id -> (attempts, correct) from stored traces."
     att, ok = Counter(), Counter()
@@ -137,9 +123,7 @@ def _sample_stream(t:TeacherSpec, todo:list[Problem], status:dict, engine:Engine
         params = t.sampling.model_copy(update=dict(n=n, seed=seed))
         for lo in range(0, len(group), chunk_size or len(group)):
             part = group[lo:lo + (chunk_size or len(group))]
-            for batch in engine.stream([_conversation(t, p) for p in part], params):
-                if any(len(cs) != n for _, cs in batch):
-                    raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={n}")
+            for batch in stream_checked(engine, [conversation(t.prompt, p.problem, t.system) for p in part], params):
                 flat = [(part[i], start + j, c) for i, cs in batch for j, c in enumerate(cs)]
                 verdicts = grade_many([(c.text, p.answer) for p, _, c in flat], progress=False,
                                       workers=grade_workers if len(flat) >= 64 else 0)   # few: the shared worker pool
@@ -182,11 +166,6 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
     return stats
 
 # %% ../nbs/04_sampling.ipynb #cb095f3c
-def _dist(xs:list[float]) -> dict:
-    if not xs: return {"mean": None, "median": None, "p95": None}
-    s = sorted(xs)
-    return {"mean": statistics.fmean(s), "median": statistics.median(s), "p95": s[min(len(s) - 1, int(0.95 * len(s)))]}
-
 def teacher_stats(traces:list[Trace], problems:list[str]|None=None) -> dict:
     "Acceptance, length and truncation statistics of one teacher's traces."
     by_problem = defaultdict(list)
@@ -198,18 +177,11 @@ def teacher_stats(traces:list[Trace], problems:list[str]|None=None) -> dict:
             "acceptance_rate": sum(bool(tr.correct) for tr in traces) / n if n else 0.0,
             "solved": len(solved & universe), "unsolved": len(universe - solved),
             "truncation_rate": sum(tr.finish_reason == "length" for tr in traces) / n if n else 0.0,
-            "tokens": _dist([tr.completion_tokens for tr in traces if tr.completion_tokens is not None]),
-            "chars": _dist([len(tr.text) for tr in traces]),
+            "tokens": distribution([tr.completion_tokens for tr in traces if tr.completion_tokens is not None]),
+            "chars": distribution([len(tr.text) for tr in traces]),
             "decided_by": dict(Counter(tr.decided_by for tr in traces))}
 
 # %% ../nbs/04_sampling.ipynb #978a923a
-def unwrap_prompt(text:str, template:str=PAPER_PROMPT) -> str:
-    "The bare problem if `text` is `template` applied to it, else `text`."
-    head, _, tail = template.partition("{problem}")
-    if text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
-        return text[len(head):len(text) - len(tail)]
-    return text
-
 def _import_rows(spec:ImportSpec) -> Iterable[tuple[str, dict]]:
     p = Path(spec.path)
     if p.suffix == ".jsonl" or (p.is_dir() and any(p.glob("*.jsonl"))):

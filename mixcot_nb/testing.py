@@ -238,7 +238,7 @@ def build_tiny_chat_model(
 def tiny_sft_rows(n:int=48, long_every:int=0, data_file=None) -> list[dict]:
     "`n` `messages` rows from MATH train (short problems): boxed answers, and every `long_every`-th row the full solution."
     from mixcot_nb.mixing import example_messages
-    from mixcot_nb.sampling import PAPER_PROMPT
+    from mixcot_nb.core import PAPER_PROMPT
     rows = []
     for r in iter_jsonl(data_file or example_data_dir()/"math_hendrycks"/"train.jsonl"):
         if len(r["problem"]) > 200: continue

@@ -7,14 +7,14 @@ Docs: https://mixcot.github.io/mixcot/training.html.md"""
 # %% ../nbs/06_training.ipynb #ca4173d4
 from __future__ import annotations
 import argparse, builtins, dataclasses, difflib, hashlib, json, os, re, sys, time, warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from .core import MixcotError, StrictModel, load_recipe, progress_bars, set_seed, write_json, write_jsonl
+from .core import (MixcotError, StrictModel, agg_figure, load_recipe, package_versions, progress_bars, set_seed, write_json,
+                            write_jsonl)
 
 if TYPE_CHECKING: import datasets
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING: import datasets
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'end_token_ids', 'tokenize_example', 'with_system',
            'prepare_dataset', 'TrainingError', 'recipe_hash', 'default_attn', 'sharding_at_load', 'load_student',
            'budget_steps', 'build_trainer', 'eos_check', 'last_complete_checkpoint', 'hub_id', 'model_card',
-           'run_training', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command', 'launch_training', 'main']
+           'run_training', 'plot_loss', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command',
+           'launch_training', 'main']
 
 # %% ../nbs/06_training.ipynb #20a44290
 from .mixing import load_mix
@@ -190,13 +191,6 @@ class TrainingError(MixcotError, RuntimeError):
 def recipe_hash(recipe:TrainRecipe) -> str:
     "A stable hash of everything in `recipe`."
     return hashlib.sha1(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ["mixcot", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed"]:
-        try: out[pkg] = version(pkg)
-        except PackageNotFoundError: pass
-    return out
 
 _ADDED_FIELDS = {"val_size": 0.0, "system": None}   # recipe fields added since 0.1.0, as runs saved before them had them
 
@@ -417,7 +411,7 @@ def model_card(recipe:TrainRecipe, summary:dict) -> str:
         f"- final train loss: {loss if loss is None else round(loss, 4)}, steps: {summary['steps']}, world size: {summary['world_size']}",
         f"- tokens/s: {summary['tokens_per_second']}, train seconds: {summary['train_seconds']}",
         f"- end-of-turn check: {summary['eos_check']}", "",
-        "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""])
+        "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v), ""])
     return str(ModelCard(f"---\n{meta.to_yaml()}\n---\n\n{body}"))
 
 # %% ../nbs/06_training.ipynb #7a8231f4
@@ -464,13 +458,23 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
         "eval_curve": (ev := _eval_curve(state)), "eval_loss": ev[-1][1] if ev else None,   # on the held-out `val_size`
         "eos_check": eos_check(model_path, load_sft_data(recipe.dataset), ends, recipe.eos_check, out, recipe.max_length, recipe.system)
                      if recipe.eos_check else None,
-        "wall_seconds": round(time.time() - t0, 3), "versions": _versions()}
+        "wall_seconds": round(time.time() - t0, 3), "versions": package_versions()}
     if summary["eos_check"] and not summary["eos_check"]["ok"]:
         warnings.warn(f"{out}: the trained model did not stop by itself on {summary['eos_check']['prompts'] - summary['eos_check']['stopped']} "
                       f"of {summary['eos_check']['prompts']} training prompts (greedy); train longer or check the chat template")
     (out/"README.md").write_text(model_card(recipe, summary))
     write_json(out/"train_summary.json", summary)
     return summary
+
+# %% ../nbs/06_training.ipynb #850e4509
+def plot_loss(summary:dict, # a `run_training` summary, with its `loss_curve`
+              path, title:str="training loss") -> Path:
+    "Save the loss curve of a training run as a PNG at `path`."
+    fig = agg_figure(figsize=(5, 2.5))
+    ax = fig.subplots()
+    ax.plot(*zip(*summary["loss_curve"])); ax.set(xlabel="step", ylabel="train loss", title=title)
+    fig.tight_layout(); fig.savefig(path, dpi=100)
+    return Path(path)
 
 # %% ../nbs/06_training.ipynb #632ee08b
 class LaunchSpec(StrictModel):

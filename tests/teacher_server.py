@@ -7,7 +7,7 @@ reference solution (correct) or with a wrong boxed answer, decided by a hash of 
 import hashlib, json, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mixcot_nb.sampling import unwrap_prompt
+from mixcot_nb.core import unwrap_prompt
 
 
 class TeacherServer:

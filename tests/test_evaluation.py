@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from mixcot_nb.backends import TransformersEngine, register_engine
-from mixcot_nb.core import RecipeError, read_jsonl
-from mixcot_nb.evaluation import (PAPER_BENCHMARKS, EvalRecipe, count_parameters, grade_responses, paper_average,
+from mixcot_nb.core import PAPER_BENCHMARKS, PAPER_PROMPT, RecipeError, paper_average, read_jsonl, render_prompt
+from mixcot_nb.evaluation import (EvalRecipe, count_parameters, grade_responses,
                                   read_records, run_eval, summarise_records, unjudged)
 from mixcot_nb.problems import load_problems
 from math500_check import MATH500_14B, check_math500_14b
@@ -165,7 +165,6 @@ def test_openai_concurrency_stays_full_across_old_chunk_boundaries(data, tmp_pat
     queue runs dry; cut into chunks of 8 (the old way), each chunk's slow request leaves the other slots idle."""
     sys.path.insert(0, str(ROOT/"tests"))
     from fault_server import FaultServer
-    from mixcot_nb.sampling import PAPER_PROMPT, render_prompt
     problems = load_problems("math500", path=data/"math500", limit=40)
     faults = {render_prompt(PAPER_PROMPT, p.problem): ["slow:2.5"] for p in problems[3::8]}
 
@@ -290,7 +289,6 @@ def test_lenient_policy_flips_the_headline(data, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from mixcot_nb.backends import fit_replies
     from mixcot_nb.core import write_jsonl
-    from mixcot_nb.sampling import PAPER_PROMPT, render_prompt
     from mixcot_nb.testing import build_tiny_chat_model
     threes = [r for r in read_jsonl(data/"math500"/"test.jsonl") if r["answer"] == "3"][:4]
     (tmp_path/"math500").mkdir()

@@ -11,7 +11,8 @@ from mixcot_nb.lab import (STYLES, STUDENT_SIZES, LabTeacher, Puzzle, WorldSpec,
                            dishonest_oks, find_slip, in_style, make_world, parse_puzzle, pretrain_examples, random_puzzle,
                            trail_answer, write_solution)
 from mixcot_nb.problems import load_problems
-from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, render_prompt, sample_teacher
+from mixcot_nb.core import PAPER_PROMPT, render_prompt
+from mixcot_nb.sampling import TeacherSpec, TraceStore, sample_teacher
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
-from mixcot_nb.core import JsonlError, Problem, RunDir, Trace, read_jsonl, write_jsonl
+from mixcot_nb.core import PAPER_PROMPT, JsonlError, Problem, RunDir, Trace, read_jsonl, render_prompt, write_jsonl
 import pyarrow as pa
 
 from mixcot_nb.mixing import (MixSpec, allocate, assign, build_mix, builtin_mix, export_alpaca, fetch_texts, iter_texts,
                               load_mix, scan_traces)
 from mixcot_nb.problems import load_problems
-from mixcot_nb.sampling import PAPER_PROMPT, TeacherSpec, TraceStore, import_traces, render_prompt
+from mixcot_nb.sampling import TeacherSpec, TraceStore, import_traces
 
 STATUS = {"ok": (True, "stop"), "wrong": (False, "stop"), "trunc": (True, "length"), "ungraded": (None, "stop"),
           "trunc_wrong": (False, "length")}

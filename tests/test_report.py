@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from matplotlib.text import Text
 
-from mixcot_nb.core import RunDir, write_json, write_jsonl
+from mixcot_nb.core import RunDir, agg_figure, write_json, write_jsonl
 from mixcot_nb.evaluation import EvalRecord, summarise_records
-from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Gate, _by_family, _place_labels, _plt, accuracy_table,
+from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Gate, _by_family, _place_labels, accuracy_table,
                               build_report, compare_arms, format_gates, gain_table, gap_table, generic_gates, load_results,
                               paper_run, plot_gaps)
 
@@ -270,8 +270,7 @@ def test_integer_parameters_panels_for_present_gaps_and_true_captions(tmp_path):
 
 def test_labels_stay_apart_and_inside(tmp_path):
     "Six students at nearly one size: every label is inside the axes and no two labels overlap."
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = agg_figure(figsize=(5, 4)); ax = fig.subplots()
     pts = [(1e5 * 1.03 ** i, -20 + 2 * i, -25 + 2 * i, -15 + 2 * i, f"student-{i}") for i in range(6)]
     ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=5, ls="none", marker="o")
     ax.set_xscale("log"); ax.set_xlim(1e4, 1e7); ax.set_ylim(-60, 20)
@@ -282,8 +281,7 @@ def test_labels_stay_apart_and_inside(tmp_path):
     assert sorted(t.get_text() for t in texts) == [f"student-{i}" for i in range(6)]
     assert all(inside.contains(b.x0, b.y0) and inside.contains(b.x1, b.y1) for b in boxes)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    again = _place_labels(plt.subplots(figsize=(5, 4))[1], pts)     # deterministic: same offsets for the same input
-    plt.close("all")
+    again = _place_labels(agg_figure(figsize=(5, 4)).subplots(), pts)     # deterministic: same offsets for the same input
     assert len(again) == 6
 
 

@@ -7,9 +7,9 @@ import pyarrow as pa, pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mixcot_nb.core import InputError, read_jsonl
+from mixcot_nb.core import PAPER_PROMPT, InputError, read_jsonl, render_prompt
 from mixcot_nb.problems import load_problems
-from mixcot_nb.sampling import (PAPER_PROMPT, SampleRecipe, TeacherSpec, TraceStore, import_traces, render_prompt,
+from mixcot_nb.sampling import (SampleRecipe, TeacherSpec, TraceStore, import_traces,
                                 run_sampling, sample_teacher, teacher_stats)
 from teacher_server import TeacherServer
 

@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 lab: setup
-	$(BIN)/mixcot run recipes/lab/quick.yaml
+	$(BIN)/mixcot run recipes/lab/quick.yaml --jobs 2
 
 demo: setup
 	$(BIN)/mixcot grade mixcot_nb/fixtures/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \

@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #771a4812
 from __future__ import annotations
-import argparse, copy, hashlib, importlib, inspect, json, math, os, re, sys
+import argparse, copy, hashlib, importlib, inspect, json, logging, math, os, re, sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -416,7 +416,8 @@ def _run_cmd(a) -> int:
     if a.plan:
         units = plan(recipe, _source(a.recipe, a.set))
         keys = unit_keys(units)
-        states = {u.id: "done" if (s := UnitState(recipe.run_dir, u.id)).done(keys[u.id]) else "stale" if s["key"] else "pending" for u in units}
+        states = {u.id: s["status"] if (s := UnitState(recipe.run_dir, u.id))["key"] == keys[u.id] else "stale" if s["key"] else "pending"
+                  for u in units}
         print("\n".join(plan_rows(recipe, select(units, a.only), states, _source(a.recipe, a.set))))
         return 0
     if a.slurm:
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `mixcot` command."
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)   # its CPU-kernel hint on every start: QLoRA is a GPU path
     args = build_parser().parse_args(argv)
     try: return args.func(args)
     except (MixcotError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:

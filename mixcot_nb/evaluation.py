@@ -27,7 +27,7 @@ from .problems import DATASETS, load_problems
 # %% auto #0
 __all__ = ['BARE_PROMPT', 'MATH_TASK_PROMPT', 'PAPER_PROMPTS', 'EvalRecipe', 'EvalRecord', 'read_records', 'wilson_interval',
            'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters', 'grade_records', 'unjudged',
-           'judge_records', 'eval_lock', 'run_eval', 'grade_responses']
+           'judge_records', 'eval_lock', 'run_eval', 'response_records', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
 BARE_PROMPT = "{problem}"
@@ -292,6 +292,7 @@ def _summarise(recipe:EvalRecipe, records:list[EvalRecord], problems:list[Proble
     records = [r for r in records if r.problem_id in ids and r.sample_idx < recipe.n]
     return summarise_records(records, expected=len(problems) * recipe.n, seed=recipe.seed)
 
+# %% ../nbs/07_evaluation.ipynb #c0663ceb
 def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str, results:dict) -> None:
     "Judge every benchmark's rule misses, building the judge's engine only if one is left; each file replaced atomically."
     judge_engine = None
@@ -309,6 +310,7 @@ def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str, results:dict
     finally:
         if judge_engine is not None: judge_engine.close()
 
+# %% ../nbs/07_evaluation.ipynb #7e313122
 def eval_lock(output_dir):
     "Hold the lock of an evaluation folder; `StoreLocked` naming the holder's pid if another process has it."
     return lock_file(Path(output_dir)/".lock", f"evaluation folder {output_dir}")
@@ -341,23 +343,16 @@ def run_eval(recipe:EvalRecipe, progress:bool=True,
         if recipe.judge: _judge_benchmarks(recipe, out, name, results)
         return results
 
-# %% ../nbs/07_evaluation.ipynb #102f16ce
-def grade_responses(path,                     # JSONL file of responses: one row per problem, the response a string or a list of samples
-                    benchmark:str,            # registry name of the benchmark the responses answer
-                    output_dir,               # folder for `<benchmark>.jsonl` and `summary.json`
-                    data:str|Path|None=None,  # local copy of the benchmark (default: the Hub)
-                    response_field:str|None=None, problem_field:str|None=None,
-                    prompt:str=PAPER_PROMPT,  # template to strip from the problem field, if it was applied
-                    tokenizer=None,           # a tokenizer (or a name to load) to count completion tokens
-                    judge:EngineSpec|None=None, timeout:float=5.0, model:str|None=None) -> dict:
-    "Grade pre-generated responses into the records and summary `run_eval` writes; return the benchmark's summary."
-    path, out = Path(path), Path(output_dir)
-    problems = load_problems(benchmark, path=data)
-    by_id, ids_by_text = {p.id: p for p in problems}, defaultdict(list)
+# %% ../nbs/07_evaluation.ipynb #d0931e42
+def response_records(path,                    # JSONL file of responses: one row per problem, the response a string or a list of samples
+                     benchmark:str, problems:list[Problem],  # the benchmark's problems the rows answer
+                     response_field:str|None=None, problem_field:str|None=None,
+                     prompt:str=PAPER_PROMPT, # template to strip from the problem field, if it was applied
+                     tokenizer=None,          # a tokenizer to count completion tokens
+                    ) -> list[EvalRecord]:
+    "One ungraded `EvalRecord` per response in `path`, each row matched to its problem by text; a row matching none is an error naming its line."
+    path, by_id, ids_by_text = Path(path), {p.id: p for p in problems}, defaultdict(list)
     for p in problems: ids_by_text[text_hash(p.problem)].append(p.id)
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     seen, recs = Counter(), []
     for lineno, row in enumerate(iter_jsonl(path), 1):
         rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
@@ -372,6 +367,25 @@ def grade_responses(path,                     # JSONL file of responses: one row
             recs.append(EvalRecord(benchmark=benchmark, problem_id=pid, sample_idx=i, response=text, gold=by_id[pid].answer,
                                    answer=None, correct=False, decided_by="no_answer",
                                    completion_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None))
+    return recs
+
+# %% ../nbs/07_evaluation.ipynb #102f16ce
+def grade_responses(path,                     # JSONL file of responses: one row per problem, the response a string or a list of samples
+                    benchmark:str,            # registry name of the benchmark the responses answer
+                    output_dir,               # folder for `<benchmark>.jsonl` and `summary.json`
+                    data:str|Path|None=None,  # local copy of the benchmark (default: the Hub)
+                    response_field:str|None=None, problem_field:str|None=None,
+                    prompt:str=PAPER_PROMPT,  # template to strip from the problem field, if it was applied
+                    tokenizer=None,           # a tokenizer (or a name to load) to count completion tokens
+                    judge:EngineSpec|None=None, timeout:float=5.0, model:str|None=None) -> dict:
+    "Grade pre-generated responses into the records and summary `run_eval` writes; return the benchmark's summary."
+    path, out = Path(path), Path(output_dir)
+    problems = load_problems(benchmark, path=data)
+    by_id = {p.id: p for p in problems}
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    recs = response_records(path, benchmark, problems, response_field, problem_field, prompt, tokenizer)
     judge_engine = make_engine(judge) if judge else None
     try: grade_records(recs, by_id, judge=_judge_fn(judge_engine), timeout=timeout)
     finally:

@@ -218,8 +218,8 @@ def find_answer(response:str, # the full model response
     if policy not in POLICIES: raise ValueError(f"unknown extraction policy {policy!r}; expected one of {POLICIES}")
     if not isinstance(response, str) or (text := final_segment(response)) is None: return None, None
     if policy == "strict":
+        if benchmark == "gsm8k": return (n, "last_number") if (n := last_number(text)) else (None, None)   # boxed or not
         if boxed := last_boxed(text): return boxed, "boxed"
-        if benchmark == "gsm8k": return (n, "last_number") if (n := last_number(text)) else (None, None)
         return (a, "final_answer") if (a := final_answer_phrase(text)) else (None, None)
     if (ms := list(_box_re.finditer(text))) and last_boxed(text) is None and text[ms[-1].end():].lstrip(" \t")[:1] == "{":
         return None, None                                                        # the last box is cut off

@@ -213,6 +213,7 @@ def _train_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str) -> Unit:
     return Unit(uid, "train", key, [f"mix:{arm}"] + _base_dep(rep.student), [run.model(s.name, arm)], go, check,
                 {"model": rep.student.model_path(r.run_dir), "launch": launch})
 
+# %% ../nbs/10_pipeline.ipynb #e171ba85
 def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict) -> Unit:
     s = rep.spec
     run = RunDir(r.run_dir)
@@ -233,6 +234,7 @@ def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict
     info = {"model": rep.student.model_path(r.run_dir), "engine": {"engine": eng} if isinstance(eng, str) else eng, "judge": ev.get("judge")}
     return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe, info)
 
+# %% ../nbs/10_pipeline.ipynb #0f9ffd3f
 def report_groups(r:ExperimentRecipe) -> tuple[dict, dict|None]:
     "`build_report`'s `students` (name -> parameters) and `groups` (replica -> student, budget rule, seed) for `r`."
     reps = replicas(r)
@@ -442,7 +444,7 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
                         running[subprocess.Popen([sys.executable, "-c", worker, str(r.run_dir), uid], env=env, stdout=log,
                                                  stderr=subprocess.STDOUT)] = uid
                     del left[uid]; busy.add(uid)
-            bar.set_postfix_str(", ".join(running.values()))
+            if (now := ", ".join(running.values())) != getattr(bar, "postfix", None): bar.set_postfix_str(now)
             time.sleep(0.2)
             for p in [p for p in running if p.poll() is not None]:
                 uid = running.pop(p)
@@ -616,7 +618,7 @@ def unit_resources(u:Unit, res:ResourceSpec) -> dict:
         ls = LaunchSpec(**u.info["launch"])
         gpus, nodes, launcher = ls.num_processes, ls.nodes, f"{ls.world_size} x {ls.strategy()}" + "".join(f"+offload_{o}" for o in sorted(ls.offload()))
         if shape := model_shape(u.info["model"]): memory = train_memory(shape, ls.strategy(), ls.world_size, u.config, ls.offload())
-    elif u.stage == "train": gpus, launcher = 1, "in-process"
+    elif u.stage == "train": gpus, launcher = 0 if u.config.get("sft", {}).get("use_cpu") else 1, "in-process"
     elif u.stage in ("sample", "eval") and (eng := u.info.get("engine")):
         judge = u.info.get("judge")
         gpus = max(_engine_gpus(eng), _engine_gpus(judge) if judge else 0)   # one, then the other

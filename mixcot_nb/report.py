@@ -18,7 +18,7 @@ __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2
            'report_benchmarks', 'arm_average', 'compare_arms', 'gap_interval', 'student_size', 'accuracy_table',
            'gap_table', 'gain_table', 'length_table', 't_interval', 'pool_replicates', 'Gate', 'generic_gates',
            'format_gates', 'plot_gaps', 'plot_accuracy', 'response_lengths', 'plot_lengths', 'md_table', 'write_csv',
-           'paper_student', 'build_report']
+           'paper_student', 'report_tables', 'write_tables', 'report_figures', 'report_sections', 'build_report']
 
 # %% ../nbs/08_report.ipynb #d2b59f8a
 ARMS = ["long", "short", "large", "small", "mix-long", "mix-large"]
@@ -594,44 +594,54 @@ def _problem_set_notes(gaps:list[dict], gains:list[dict]) -> list[str]:
              if r.get(f"gap_{g}_warning")]
     return notes + [f"{r['student']}, {r['mix']} over {r['over']}: {r['warning']}" for r in gains if r.get("warning")]
 
-def build_report(run_dir, out_dir=None,
-                 students:dict|None=None, # student name -> parameter count, for the size axis (else from the summaries)
-                 reference:bool=True,     # put the paper's published results beside the run
-                 groups:dict|None=None,   # replicate student -> {"student", "budget", "seed"} (seeds and budget rules)
-                 extra_gates:list[Gate]=(),  # gates of the run's own kind (the lab's style checks), after `generic_gates`
-                ) -> Path:
-    "Tables, figures and one page for the run's evaluations, its validity gates first; returns the path of `report.md`."
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.report
-    out.mkdir(parents=True, exist_ok=True)
-    results = load_results(run)
-    if not results: raise FileNotFoundError(f"{run.root/'evals'}: no evaluation summaries (evals/<student>__<arm>/summary.json)")
-    students = {**{r: students[g["student"]] for r, g in (groups or {}).items() if (students or {}).get(g["student"])}, **(students or {})}
-    gates = generic_gates(run, students, groups) + list(extra_gates)
-    write_json(out/"gates.json", [g.model_dump() for g in gates])
-    failed = [g for g in gates if not g.passed]
+# %% ../nbs/08_report.ipynb #88158069
+def report_tables(results:dict,                # `load_results` of a run
+                  students:dict|None=None,     # student name -> parameter count
+                  groups:dict|None=None,       # replicate student -> {"student", "budget", "seed"}
+                  reference:bool=True,         # the paper's Table 3 rows beside matching students
+                 ) -> dict[str, list[dict]]:
+    "Every table of the page: accuracy, gaps, gains and lengths, and with `groups` each pooled over seeds."
     acc, gaps, gains, lengths = accuracy_table(results), gap_table(results, students), gain_table(results), length_table(results)
     from_paper = {s for s, arms in results.items() if all(str(a.get("model", "")).startswith("paper:") for a in arms.values())}
-    acc_shown = _with_reference(acc, from_paper) if reference else acc
-    tables = {"accuracy": acc_shown, "gaps": gaps, "gains": gains, "lengths": lengths}
+    tables = {"accuracy": _with_reference(acc, from_paper) if reference else acc, "gaps": gaps, "gains": gains, "lengths": lengths}
     if groups:
         gap_values = [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}")]
         tables |= {"gaps_pooled": pool_replicates(gaps, groups, gap_values),
                    "gains_pooled": pool_replicates(gains, groups, ["P_mix", "P_pure", "gain"], ["mix", "over"]),
                    "accuracy_pooled": pool_replicates(acc, groups, ["average"], ["arm"]),
                    "lengths_pooled": pool_replicates(lengths, groups, ["mean_tokens", "truncation_rate", "no_answer_rate"], ["arm"])}
-    shown = not failed                      # gaps and gains are printed only when every gate passed
+    return tables
+
+# %% ../nbs/08_report.ipynb #f872535c
+def write_tables(out:Path, tables:dict[str, list[dict]],
+                 failed:list[Gate]=(), # the gates the run failed: the markdown then leaves the differences out, and says why
+                ) -> None:
+    "Each table as `<name>.csv` (every value, full precision) and `<name>.md` (what the gates allow)."
+    shown = not failed
     cols = {"gaps": _gap_cols(gaps=shown), "gaps_pooled": _gap_cols(True, shown), "gains": _gain_cols(gaps=shown),
             "gains_pooled": _gain_cols(True, shown)}
     flag = f"_Not interpretable: the run failed the gates {', '.join(g.name for g in failed)} (gates.json); differences left out._\n\n"
-    for name, rows in tables.items():     # the CSV files keep every value; the markdown shows what the gates allow
+    for name, rows in tables.items():
         write_csv(out/f"{name}.csv", rows)
         (out/f"{name}.md").write_text(("" if shown or name not in cols else flag)
                                       + md_table(rows, cols.get(name), digits=3 if name.startswith("lengths") else 1))
-    figs = {"gaps": plot_gaps(tables["gaps_pooled"] if groups else gaps, out/"gaps_vs_size.png", reference),
+
+# %% ../nbs/08_report.ipynb #37d83483
+def report_figures(results:dict, tables:dict[str, list[dict]], out:Path, groups:dict|None=None, reference:bool=True) -> dict[str, Path|None]:
+    "The gap, accuracy and length figures in `out`; a figure the run cannot have is removed rather than left from an earlier report."
+    figs = {"gaps": plot_gaps(tables["gaps_pooled"] if groups else tables["gaps"], out/"gaps_vs_size.png", reference),
             "accuracy": plot_accuracy(results, out/"accuracy_by_arm.png", groups), "lengths": plot_lengths(results, out/"lengths_by_arm.png", groups)}
     for name, f in (("gaps", "gaps_vs_size.png"), ("lengths", "lengths_by_arm.png")):
-        if figs[name] is None: (out/f).unlink(missing_ok=True)     # no stale figure from an earlier report
+        if figs[name] is None: (out/f).unlink(missing_ok=True)
+    return figs
+
+# %% ../nbs/08_report.ipynb #d735a94a
+def report_sections(tables:dict[str, list[dict]], gates:list[Gate], figs:dict[str, Path|None],
+                    reference:bool=True, groups:dict|None=None) -> list[tuple]:
+    "The page's sections, the gates first: (heading, text, rows, columns, figure file name)."
+    failed = [g for g in gates if not g.passed]
+    shown = not failed                      # gaps and gains are printed only when every gate passed
+    acc_shown, gaps, gains, lengths = tables["accuracy"], tables["gaps"], tables["gains"], tables["lengths"]
     why = ("**Not interpretable**: the run failed " + "; ".join(f"`{g.name}` ({g.detail})" for g in failed)
            + ". The arms' averages are shown without their differences (the computed values stay in the CSV files, for diagnosis).")
     notes = _problem_set_notes(gaps, gains)
@@ -662,9 +672,30 @@ def build_report(run_dir, out_dir=None,
         t12 = [{"student": s, "P_long": PAPER_TABLE1[s][0], "P_short": PAPER_TABLE1[s][1], "gap_long": PAPER_TABLE1[s][2],
                 "P_large": PAPER_TABLE2[s][0], "P_small": PAPER_TABLE2[s][1], "gap_large": PAPER_TABLE2[s][2]} for s in PAPER_TABLE1]
         sections.append(("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None, None))
+    return sections
+
+# %% ../nbs/08_report.ipynb #759997a4
+def build_report(run_dir, out_dir=None,
+                 students:dict|None=None, # student name -> parameter count, for the size axis (else from the summaries)
+                 reference:bool=True,     # put the paper's published results beside the run
+                 groups:dict|None=None,   # replicate student -> {"student", "budget", "seed"} (seeds and budget rules)
+                 extra_gates:list[Gate]=(),  # gates of the run's own kind (the lab's style checks), after `generic_gates`
+                ) -> Path:
+    "Tables, figures and one page for the run's evaluations, its validity gates first; returns the path of `report.md`."
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.report
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(run)
+    if not results: raise FileNotFoundError(f"{run.root/'evals'}: no evaluation summaries (evals/<student>__<arm>/summary.json)")
+    students = {**{r: students[g["student"]] for r, g in (groups or {}).items() if (students or {}).get(g["student"])}, **(students or {})}
+    gates = generic_gates(run, students, groups) + list(extra_gates)
+    write_json(out/"gates.json", [g.model_dump() for g in gates])
+    tables = report_tables(results, students, groups, reference)
+    write_tables(out, tables, [g for g in gates if not g.passed])
+    sections = report_sections(tables, gates, report_figures(results, tables, out, groups, reference), reference, groups)
     md = ["# Learnability-gap report", "", f"Run: `{run.root}`", ""]
     for head, text, rows, c, img in sections:
-        md += [f"## {head}", "", text, "", md_table(rows, c, digits=3 if rows is lengths or rows is tables.get("lengths_pooled") else 1)]
+        md += [f"## {head}", "", text, "", md_table(rows, c, digits=3 if rows is tables["lengths"] or rows is tables.get("lengths_pooled") else 1)]
         if img: md += [f"![{head}]({img})", ""]
     page = out/"report.md"
     page.write_text("\n".join(md))

@@ -375,6 +375,7 @@ def _resume_epoch(ckpt:str|None) -> float:
     if not ckpt: return 0.0
     return json.loads((Path(ckpt)/"trainer_state.json").read_text()).get("epoch") or 0.0
 
+# %% ../nbs/06_training.ipynb #747b49a4
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 def hub_id(name:str) -> str|None:

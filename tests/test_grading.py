@@ -56,7 +56,8 @@ def test_gsm8k_rule_on_the_real_references(data):
     assert all(g and "#" not in g and "," not in g for g in golds)
     assert all(answers_match(g, extract_answer(r["answer"], "gsm8k")) for g, r in zip(golds, rows))
     assert extract_answer("It costs $1,250. Then 3 more", "gsm8k") == "3"
-    assert extract_answer("\\boxed{18}. Check: 18 = 9 x 2", "gsm8k") == "18"
+    assert extract_answer("\\boxed{18}. Check: 18 = 9 x 2", "gsm8k") == "2"               # the harness: the last number
+    assert extract_answer("\\boxed{18}. Check: 18 = 9 x 2", "gsm8k", "lenient") == "18"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -239,7 +239,7 @@ def save_model(model, tok,
 def _dtype(dtype:str):
     import torch
     if dtype == "auto": return "auto"
-    if not isinstance(getattr(torch, dtype, None), torch.dtype): raise ValueError(f"unknown dtype {dtype!r}")
+    if not isinstance(getattr(torch, dtype, None), torch.dtype): raise InputError(f"unknown dtype {dtype!r}")
     return getattr(torch, dtype)
 
 def _load_failure(model, e:Exception) -> str:
@@ -308,7 +308,7 @@ def _finish(self:TransformersEngine, row:list[int], stop:list[str], prompt_token
 @patch
 def _generation_config(self:TransformersEngine, params:SamplingParams):
     from transformers import GenerationConfig
-    if params.extra: raise ValueError(f"the transformers engine does not take sampling.extra ({', '.join(params.extra)}); use the vllm or openai engine")
+    if params.extra: raise InputError(f"the transformers engine does not take sampling.extra ({', '.join(params.extra)}); use the vllm or openai engine")
     sample = params.temperature > 0
     kw = dict(temperature=params.temperature, top_p=params.top_p, top_k=max(params.top_k, 0), min_p=params.min_p or None) if sample else {}
     return GenerationConfig(max_new_tokens=params.max_tokens, do_sample=sample, num_beams=1, repetition_penalty=params.repetition_penalty,
@@ -425,7 +425,7 @@ def check_key_env(name:str) -> str:
     "Return `name` if it looks like an API key's variable (upper case, ending `_KEY` or `_TOKEN`): its value is sent to the server."
     if not (isinstance(name, str) and name.isascii() and name[:1].isalpha() and name.replace("_", "").isalnum()
             and name == name.upper() and name.endswith(("_KEY", "_TOKEN")) and name not in _NOT_API_KEYS):
-        raise ValueError(f"api_key_env: {name!r} is not an API key variable; its value would be sent to the server as a key. "
+        raise InputError(f"api_key_env: {name!r} is not an API key variable; its value would be sent to the server as a key. "
                          "Name one in upper case ending in _KEY or _TOKEN (OPENAI_API_KEY, HF_TOKEN), not another service's secret")
     return name
 
@@ -743,7 +743,7 @@ def register_engine(cls:type[Engine]) -> type[Engine]:
 
 def engine_class(name:str) -> type[Engine]:
     "The engine class called `name`: one of `ENGINES`, where a later module adds its own when it is imported."
-    if name not in ENGINES: raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))} "
+    if name not in ENGINES: raise InputError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))} "
                                              "(an engine from another module is known once that module is imported)")
     return ENGINES[name]
 

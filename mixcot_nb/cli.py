@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from .core import (InputError, JsonlError, MixcotError, RecipeError, UnknownNameError, fs_error_message, iter_jsonl, load_recipe,
-                            parse_recipe, problem_id, read_yaml, write_json, write_jsonl)
-from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, pick_field, summarise
+                            parse_recipe, read_yaml, write_json, write_jsonl)
+from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, pick_field, problem_matcher, summarise
 from .problems import answer_to_str, get_dataset_spec, load_problems
 from .mixing import MixRecipe, export_mix, load_mix, run_mixing
 from .sampling import SampleRecipe, run_sampling
@@ -78,7 +78,7 @@ def _row_labels(row:dict, label_field:str|None, n:int, path, lineno:int) -> list
 
 def _read_responses(path:Path, benchmark, response_field, answer_field, problem_field, label_field, data) -> tuple[list, list]:
     "Grading items (response, gold, problem) and their rows (line, sample, gold, label): one of each per response in `path`."
-    gold_by_id, items, rows = None, [], []
+    match, items, rows = None, [], []
     for lineno, row in enumerate(iter_jsonl(path), 1):
         rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
         responses = _as_list(row[rf], path, lineno, rf)
@@ -89,10 +89,10 @@ def _read_responses(path:Path, benchmark, response_field, answer_field, problem_
             if benchmark is None or pf is None:
                 raise JsonlError(path, lineno, f"no reference answer among {ANSWER_FIELDS}; pass --answer-field, "
                                  "or --benchmark with a problem field to look answers up")
-            if gold_by_id is None: gold_by_id = {p.id: p.answer for p in load_problems(benchmark, path=data)}
-            pid = problem_id(benchmark, row[pf])
-            if pid not in gold_by_id: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)
-            gold = gold_by_id[pid]
+            if match is None: match = problem_matcher(load_problems(benchmark, path=data), repeats="first")   # as looked up by id
+            p = match(row[pf])
+            if p is None: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)
+            gold = p.answer
         labels = _row_labels(row, label_field, len(responses), path, lineno)
         for i, (resp, label) in enumerate(zip(responses, labels)):
             items.append(dict(response=resp, gold=gold, problem=row.get(pf) if pf else None))

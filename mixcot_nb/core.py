@@ -376,13 +376,13 @@ class RunDir:
     def pair(student:str, arm:str) -> str:
         "The folder name `<student>__<arm>`; an arm never holds `__`, so `split` finds both again."
         check_name(student, "student"); check_name(arm, "arm")
-        if "__" in arm: raise ValueError(f"arm {arm!r} must not contain '__' (it separates student and arm in folder names)")
+        if "__" in arm: raise InputError(f"arm {arm!r} must not contain '__' (it separates student and arm in folder names)")
         return f"{student}__{arm}"
     @staticmethod
     def split(name:str) -> tuple[str, str]:
         "The (student, arm) of a `models/` or `evals/` folder name, split at its last `__` (a student may hold `__`)."
         student, sep, arm = name.rpartition("__")
-        if not sep or not student or not arm: raise ValueError(f"folder {name!r} is not named <student>__<arm>")
+        if not sep or not student or not arm: raise InputError(f"folder {name!r} is not named <student>__<arm>")
         return student, arm
     @property
     def report(self) -> Path: return self.root/"report"
@@ -400,7 +400,7 @@ PAPER_PROMPT = ("Solve the following math problem. Present the final answer in t
 
 def render_prompt(template:str, problem:str) -> str:
     "`template` with `{problem}` filled in (other braces, such as `\\boxed{your_answer}`, are left alone)."
-    if "{problem}" not in template: raise ValueError("a prompt template needs a {problem} placeholder")
+    if "{problem}" not in template: raise InputError("a prompt template needs a {problem} placeholder")
     return template.replace("{problem}", problem)
 
 # %% ../nbs/00_core.ipynb #db93c5b4

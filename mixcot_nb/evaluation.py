@@ -17,11 +17,11 @@ from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from .backends import Engine, EngineSpec, SamplingParams, make_engine, stream_checked
-from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl,
-                            conversation, distribution, iter_jsonl, lock_file, paper_average, set_seed, text_hash, unwrap_prompt,
+from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, InputError, JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl,
+                            conversation, distribution, iter_jsonl, lock_file, paper_average, set_seed,
                             write_json, write_jsonl)
 from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, Policy, grade_policies, judge_messages,
-                               parse_judgement, pick_field)
+                               parse_judgement, pick_field, problem_matcher)
 from .problems import DATASETS, load_problems
 
 # %% auto #0
@@ -82,7 +82,7 @@ class EvalRecipe(StrictModel):
         "The `EngineSpec` that generates: `engine` merged with the model and the adapter."
         spec = dict(self.engine, model=self.model)
         if self.adapter:
-            if spec.get("engine") == "openai": raise ValueError("the openai engine cannot load an adapter: serve it and name it as `model`")
+            if spec.get("engine") == "openai": raise InputError("the openai engine cannot load an adapter: serve it and name it as `model`")
             spec["lora_path"] = self.adapter
         return EngineSpec.model_validate(spec)
 
@@ -90,7 +90,7 @@ class EvalRecipe(StrictModel):
         "The `SamplingParams` of `benchmark`: the recipe's decoding fields and `sampling`."
         own = {"n": "n", "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens", "seed": "seed", "stop": "stop"}
         for k in self.sampling:
-            if k in own: raise ValueError(f"sampling.{k}: set `{own[k]}` at the top level of the recipe")
+            if k in own: raise InputError(f"sampling.{k}: set `{own[k]}` at the top level of the recipe")
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
                               seed=self.seed, stop=self.stop_for(benchmark) if benchmark else self.stop, **self.sampling)
 
@@ -150,7 +150,7 @@ def bootstrap_interval(values:Iterable[float], n_boot:int=2000, seed:int=0, leve
 
 def pass_at_k(n:int, c:int, k:int) -> float:
     "Unbiased pass@k of one problem with `c` correct among `n` samples."
-    if k > n: raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if k > n: raise InputError(f"pass@{k} needs at least {k} samples, got {n}")
     if n - c < k: return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
@@ -169,7 +169,7 @@ def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int
     toks = [r.completion_tokens for r in records if r.completion_tokens is not None]
     known = [r for r in records if r.finish_reason is not None]
     policies = sorted({r.policy for r in records})
-    if len(policies) > 1: raise ValueError(f"records graded under different policies {policies}: summarise each apart")
+    if len(policies) > 1: raise InputError(f"records graded under different policies {policies}: summarise each apart")
     policy = policies[0] if policies else "strict"
     other = {p: [r.correct if r.policy == p else getattr(r, f"{p}_correct") for r in records] for p in POLICIES}
     fig = {p: sum(v) / len(v) if v and None not in v else None for p, v in other.items()}
@@ -210,7 +210,7 @@ def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=N
                   policy:Policy="strict", # the headline's extraction policy (the paper's: strict); the other's verdict beside
                  ) -> list[EvalRecord]:
     "Grade `records` in place under `policy`, rules then the batched `judge` on misses; the other policy's rule verdict beside."
-    if policy not in POLICIES: raise ValueError(f"policy: {policy!r} is not one of {list(POLICIES)}")
+    if policy not in POLICIES: raise InputError(f"policy: {policy!r} is not one of {list(POLICIES)}")
     bench = records[0].benchmark if records else None
     both = grade_policies([(r.response, r.gold) for r in records], benchmark=bench, workers=workers, timeout=timeout, progress=False)
     other = "lenient" if policy == "strict" else "strict"
@@ -351,20 +351,16 @@ def response_records(path,                    # JSONL file of responses: one row
                      tokenizer=None,          # a tokenizer to count completion tokens
                     ) -> list[EvalRecord]:
     "One ungraded `EvalRecord` per response in `path`, each row matched to its problem by text; a row matching none is an error naming its line."
-    path, by_id, ids_by_text = Path(path), {p.id: p for p in problems}, defaultdict(list)
-    for p in problems: ids_by_text[text_hash(p.problem)].append(p.id)
-    seen, recs = Counter(), []
+    path, match, recs = Path(path), problem_matcher(problems, prompt), []   # a repeated text: n-th row, n-th problem
     for lineno, row in enumerate(iter_jsonl(path), 1):
         rf = pick_field(row, response_field, RESPONSE_FIELDS, "response", path, lineno)
         pf = pick_field(row, problem_field, PROBLEM_FIELDS, "problem", path, lineno)
-        h = text_hash(unwrap_prompt(str(row[pf]), prompt))
-        ids = ids_by_text.get(h)
-        if not ids: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)
-        pid = ids[min(seen[h], len(ids) - 1)]; seen[h] += 1
+        p = match(row[pf])
+        if p is None: raise JsonlError(path, lineno, f"problem not found in {benchmark}", field=pf)
         responses = row[rf] if isinstance(row[rf], list) else [row[rf]]
         for i, text in enumerate(responses):
             if not isinstance(text, str): raise JsonlError(path, lineno, "expected a string or a list of strings", field=rf)
-            recs.append(EvalRecord(benchmark=benchmark, problem_id=pid, sample_idx=i, response=text, gold=by_id[pid].answer,
+            recs.append(EvalRecord(benchmark=benchmark, problem_id=p.id, sample_idx=i, response=text, gold=p.answer,
                                    answer=None, correct=False, decided_by="no_answer",
                                    completion_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None))
     return recs

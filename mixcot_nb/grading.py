@@ -7,18 +7,18 @@ Docs: https://mixcot.github.io/mixcot/grading.html.md"""
 # %% ../nbs/01_grading.ipynb #7975b60c
 from __future__ import annotations
 import logging, multiprocessing as mp, multiprocessing.util, os, pickle, re, select, signal, threading, time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import TimeoutError as FutureTimeout, as_completed
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import sympy
 from math_verify import parse, verify
 from pebble import ProcessPool, ProcessExpired
 from tqdm import tqdm
 
-from .core import JsonlError, StrictModel, read_jsonl
+from .core import InputError, JsonlError, Problem, StrictModel, read_jsonl, text_hash, unwrap_prompt
 
 # %% auto #0
 __all__ = ['Policy', 'Extraction', 'POLICIES', 'TAIL_CHARS', 'MAX_ANSWER_CHARS', 'FLOAT_REL_TOL', 'Rule', 'JUDGE_MODEL',
@@ -29,7 +29,7 @@ __all__ = ['Policy', 'Extraction', 'POLICIES', 'TAIL_CHARS', 'MAX_ANSWER_CHARS',
            'as_fraction', 'numbers_match', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers',
            'answers_match', 'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade',
            'grade_policies', 'grade_many', 'summarise', 'read_grader_suite', 'is_prose', 'grade_suite_case',
-           'math_verify_plain', 'pick_field']
+           'math_verify_plain', 'pick_field', 'problem_matcher']
 
 # %% ../nbs/01_grading.ipynb #cbfcc6d9
 _box_re = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -215,7 +215,7 @@ def find_answer(response:str, # the full model response
                 policy:Policy="strict", # "strict": the paper's rules; "lenient": also what a careful reader takes as the answer
                ) -> tuple[str|None, Extraction|None]:
     "The final answer in `response` and the rule that found it; `(None, None)` when there is none."
-    if policy not in POLICIES: raise ValueError(f"unknown extraction policy {policy!r}; expected one of {POLICIES}")
+    if policy not in POLICIES: raise InputError(f"unknown extraction policy {policy!r}; expected one of {POLICIES}")
     if not isinstance(response, str) or (text := final_segment(response)) is None: return None, None
     if policy == "strict":
         if benchmark == "gsm8k": return (n, "last_number") if (n := last_number(text)) else (None, None)   # boxed or not
@@ -789,3 +789,22 @@ def pick_field(row:dict, given:str|None, candidates:tuple[str, ...], what:str, p
     if given is not None and given not in row: raise JsonlError(path, lineno, f"missing {what} field", field=given)
     if name is None and required: raise JsonlError(path, lineno, f"no {what} field among {candidates}")
     return name
+
+# %% ../nbs/01_grading.ipynb #51a64f93
+def problem_matcher(problems:list[Problem],
+                    prompt:str|None=None, # template to strip from a row's text before matching (None: the text as it is)
+                    repeats:Literal["spread", "first", "last"]="spread", # a text several problems share: n-th row to n-th problem, or always the first or last
+                   ) -> Callable[[Any], Problem|None]:
+    "A function from a response row's problem text to the problem of `problems` it names (None if none), whitespace ignored."
+    if repeats not in ("spread", "first", "last"): raise ValueError(f"repeats={repeats!r}: expected spread, first or last")
+    by_hash, seen = defaultdict(list), Counter()
+    for p in problems: by_hash[text_hash(p.problem)].append(p)
+    def match(text) -> Problem|None:
+        text = str(text)
+        h = text_hash(unwrap_prompt(text, prompt) if prompt is not None else text)
+        found = by_hash.get(h)
+        if not found: return None
+        if repeats != "spread": return found[0 if repeats == "first" else -1]
+        seen[h] += 1
+        return found[min(seen[h], len(found)) - 1]
+    return match

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Literal
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, yaml
 from pydantic import Field, create_model, model_validator
 
-from .core import (PAPER_PROMPT, Problem, RunDir, StrictModel, Trace, UnknownNameError, check_name, distribution, lock_file, progress_bars, read_jsonl, render_prompt,
+from .core import (PAPER_PROMPT, InputError, Problem, RunDir, StrictModel, Trace, UnknownNameError, check_name, distribution, lock_file, progress_bars, read_jsonl, render_prompt,
                             temp_dir_beside, write_json,
                             write_jsonl)
 from .problems import decontaminate, load_problems
@@ -247,7 +247,7 @@ def assign(candidates:dict[str, dict[str, list]], spec:MixSpec) -> list[tuple[st
                                          for t in w)))
         if not pool:
             have = ", ".join(f"{t} {sum(len(rs) >= spec.per_problem for rs in candidates[t].values())}" for t in w)
-            raise ValueError(f"mix {spec.name!r}: no problem has {spec.per_problem} eligible response(s) from every source; "
+            raise InputError(f"mix {spec.name!r}: no problem has {spec.per_problem} eligible response(s) from every source; "
                              f"eligible problems per source: {have}")
         rng.shuffle(pool)
         rows, start = [], 0
@@ -258,7 +258,7 @@ def assign(candidates:dict[str, dict[str, list]], spec:MixSpec) -> list[tuple[st
             start += n
         return rows
     avail = {t: [(p, r) for p in sorted(candidates[t]) for r in candidates[t][p]] for t in w}
-    if empty := [t for t in w if not avail[t]]: raise ValueError(f"mix {spec.name!r}: no eligible response from {', '.join(empty)}")
+    if empty := [t for t in w if not avail[t]]: raise InputError(f"mix {spec.name!r}: no eligible response from {', '.join(empty)}")
     total = int(min(len(avail[t]) / w[t] for t in w))
     while any(n > len(avail[t]) for t, n in allocate(total, w).items()): total -= 1   # float rounding at the edge
     return [(t, p, [r]) for t, n in allocate(total, w).items() for p, r in rng.sample(avail[t], n)]
@@ -321,7 +321,7 @@ def _apply_budget(spec:MixSpec, store:TraceStore, teacher:str, t:pa.Table, cands
         for i in idx:
             if spec.max_tokens is None or lengths[i] <= spec.max_tokens or spec.overlength == "keep": keep[p].append(i)
             elif spec.overlength == "error":
-                raise ValueError(f"mix {spec.name!r}: {teacher} response to {p} has {lengths[i]} tokens > max_tokens {spec.max_tokens}")
+                raise InputError(f"mix {spec.name!r}: {teacher} response to {p} has {lengths[i]} tokens > max_tokens {spec.max_tokens}")
             else: dropped[(teacher, "overlength")] += 1
     return keep, lengths
 
@@ -412,7 +412,7 @@ def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=Non
     for s in sources:
         if not candidates[s.teacher]:
             why = ", ".join(f"{n} {r}" for (t, r), n in dropped.items() if t == s.teacher and n)
-            raise ValueError(f"mix {spec.name!r}: no eligible response from {s.teacher} ({scanned[s.teacher]} traces: {why})")
+            raise InputError(f"mix {spec.name!r}: no eligible response from {s.teacher} ({scanned[s.teacher]} traces: {why})")
     pool = _pool(spec, candidates)
     table = _assemble(spec, store, tables, assign({s.teacher: candidates[s.teacher] for s in spec.sources}, spec), problems, lengths)
     stats = mix_stats(spec, table, dropped, {s.teacher: candidates[s.teacher] for s in spec.sources}, decon) | {
@@ -529,7 +529,7 @@ _EXPORTS = {"messages": lambda m: {"messages": m},
 
 def export_mix(path, dest, format:str="messages") -> Path:
     "Write mix `path` as JSONL in `format`: `messages`, `alpaca`, `sharegpt` or `paper` (`problem`/`solution`)."
-    if format not in _EXPORTS: raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(_EXPORTS)}")
+    if format not in _EXPORTS: raise InputError(f"unknown export format {format!r}; expected one of {', '.join(_EXPORTS)}")
     batches = load_mix(path).select_columns(["messages"]).iter(batch_size=1024)
     return write_jsonl(dest, (_EXPORTS[format](m) for b in batches for m in b["messages"]))
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Literal
 
 from tqdm.auto import tqdm
 
-from .core import MixcotError, Problem, StrictModel, UnknownNameError, iter_jsonl, problem_id
+from .core import InputError, MixcotError, Problem, StrictModel, UnknownNameError, iter_jsonl, problem_id
 from .grading import last_boxed
 
 # %% auto #0
@@ -165,7 +165,7 @@ def _local_rows(path:Path) -> Iterable[tuple[str, dict]]:
 
 def _hub_rows(spec:DatasetSpec, split:str) -> Iterable[tuple[str, dict]]:
     from datasets import load_dataset
-    if spec.hub_id is None: raise ValueError(f"dataset {spec.name!r} has no hub_id; pass path= to a local copy")
+    if spec.hub_id is None: raise InputError(f"dataset {spec.name!r} has no hub_id; pass path= to a local copy")
     hub_split = spec.splits.get(split, split)
     for cfg in spec.hub_configs:
         ds = load_dataset(spec.hub_id, cfg, split=hub_split)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import PAPER_BENCHMARKS, RunDir, StrictModel, iter_jsonl, agg_figure, paper_average, write_json
+from .core import PAPER_BENCHMARKS, InputError, RunDir, StrictModel, iter_jsonl, agg_figure, paper_average, write_json
 
 # %% auto #0
 __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'paper_run', 'load_results',
@@ -75,8 +75,8 @@ def load_results(run_dir) -> dict[str, dict[str, dict]]:
         f = d/"summary.json"
         if not f.exists(): warnings.warn(f"{d}: no summary.json; skipped"); continue
         try: s = json.loads(f.read_text())
-        except json.JSONDecodeError as e: raise ValueError(f"{f}: invalid JSON ({e})") from None
-        if not isinstance(s.get("benchmarks"), dict): raise ValueError(f"{f}: field 'benchmarks': expected a mapping of benchmark summaries")
+        except json.JSONDecodeError as e: raise InputError(f"{f}: invalid JSON ({e})") from None
+        if not isinstance(s.get("benchmarks"), dict): raise InputError(f"{f}: field 'benchmarks': expected a mapping of benchmark summaries")
         s["_dir"] = str(d)
         out.setdefault(student, {})[arm] = s
     return out

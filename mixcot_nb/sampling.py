@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine, stream_checked
 from .core import (PAPER_PROMPT, InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, conversation, distribution, iter_jsonl,
-                            lock_file, set_seed, text_hash, unwrap_prompt, write_json, write_jsonl)
-from .grading import grade_many
+                            lock_file, set_seed, write_json, write_jsonl)
+from .grading import grade_many, problem_matcher
 from .problems import load_problems
 
 # %% auto #0
@@ -198,7 +198,7 @@ def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade
                   progress:bool=True) -> dict:
     "Load `t.import_from` responses into the store as teacher `t`'s traces; return counts and stats."
     spec = t.import_from
-    by_text = {text_hash(p.problem): p for p in problems}
+    match = problem_matcher(problems, t.prompt, repeats="last")   # a repeated text: its last problem, as always
     stored = store.read(t.name)
     status = _status(stored)
     have = Counter((tr.problem_id, tr.text) for tr in stored)   # matched by problem and content, never by position
@@ -206,7 +206,7 @@ def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade
     for where, row in _import_rows(spec):
         for f in (spec.problem_field, spec.response_field):
             if f not in row: raise InputError(f"{where}: missing field {f!r}")
-        p = by_text.get(text_hash(unwrap_prompt(row[spec.problem_field], t.prompt)))
+        p = match(row[spec.problem_field])
         if p is None: unmatched += 1; continue
         for text in row[spec.response_field] if isinstance(row[spec.response_field], list) else [row[spec.response_field]]:
             if not isinstance(text, str): raise InputError(f"{where}: field {spec.response_field!r} is not text")

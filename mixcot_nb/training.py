@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from .core import (MixcotError, StrictModel, agg_figure, load_recipe, package_versions, progress_bars, set_seed, write_json,
+from .core import (InputError, MixcotError, StrictModel, agg_figure, load_recipe, package_versions, progress_bars, set_seed, write_json,
                             write_jsonl)
 
 if TYPE_CHECKING: import datasets
@@ -114,13 +114,13 @@ def load_sft_data(path) -> "datasets.Dataset":
     if p.is_dir(): ds = load_mix(p) if (p/"dataset").is_dir() else datasets.load_from_disk(str(p))
     elif p.suffix in (".jsonl", ".json"): ds = datasets.load_dataset("json", data_files=str(p), split="train")
     elif p.suffix == ".parquet": ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
-    else: raise ValueError(f"{p}: expected a mix folder, a dataset folder, or a .jsonl/.json/.parquet file")
-    if "messages" not in ds.column_names: raise ValueError(f"{p}: no `messages` column (columns: {ds.column_names})")
+    else: raise InputError(f"{p}: expected a mix folder, a dataset folder, or a .jsonl/.json/.parquet file")
+    if "messages" not in ds.column_names: raise InputError(f"{p}: no `messages` column (columns: {ds.column_names})")
     for i, msgs in enumerate(ds["messages"]):
         where = f"{p}: row {i + 1}" + (" (line {})".format(i + 1) if p.suffix == ".jsonl" else "")
         if not msgs or any(not isinstance(m, dict) or "role" not in m or "content" not in m for m in msgs):
-            raise ValueError(f"{where}: field messages: expected a list of {{role, content}} turns")
-        if msgs[-1]["role"] != "assistant": raise ValueError(f"{where}: field messages: the last turn must be the assistant's")
+            raise InputError(f"{where}: field messages: expected a list of {{role, content}} turns")
+        if msgs[-1]["role"] != "assistant": raise InputError(f"{where}: field messages: the last turn must be the assistant's")
     return ds
 
 # %% ../nbs/06_training.ipynb #58c18b16
@@ -128,7 +128,7 @@ def end_token_ids(tokenizer, model_path:str|None=None, eos_token:str|None=None) 
     "Ids that end an assistant turn: `eos_token` if given, else the tokenizer's EOS and the generation config's."
     if eos_token is not None:
         tid = tokenizer.convert_tokens_to_ids(eos_token)
-        if tid is None or tid == tokenizer.unk_token_id: raise ValueError(f"sft.eos_token {eos_token!r} is not a token of the tokenizer")
+        if tid is None or tid == tokenizer.unk_token_id: raise InputError(f"sft.eos_token {eos_token!r} is not a token of the tokenizer")
         return {tid}
     ids = {tokenizer.eos_token_id} - {None}
     if model_path is not None:
@@ -136,7 +136,7 @@ def end_token_ids(tokenizer, model_path:str|None=None, eos_token:str|None=None) 
         try: gen = GenerationConfig.from_pretrained(model_path).eos_token_id
         except OSError: gen = None
         ids |= set(gen if isinstance(gen, list) else [gen]) - {None}
-    if not ids: raise ValueError("the tokenizer has no EOS token and the model no generation EOS; set sft.eos_token")
+    if not ids: raise InputError("the tokenizer has no EOS token and the model no generation EOS; set sft.eos_token")
     return ids
 
 def tokenize_example(tokenizer, messages:list[dict], end_ids:set[int]) -> dict:
@@ -144,12 +144,12 @@ def tokenize_example(tokenizer, messages:list[dict], end_ids:set[int]) -> dict:
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise ValueError("the chat template renders the prompt differently alone and within the conversation")
+        raise InputError("the chat template renders the prompt differently alone and within the conversation")
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
     end = next((i for i, t in enumerate(c_ids) if t in end_ids), None)
     if end is None:
-        raise ValueError(f"the chat template does not end the assistant turn with an end token {sorted(end_ids)}: "
+        raise InputError(f"the chat template does not end the assistant turn with an end token {sorted(end_ids)}: "
                          "the model would never learn to stop")
     return {"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids[:end + 1] + [-100] * (len(c_ids) - end - 1)}
 
@@ -169,7 +169,7 @@ def prepare_dataset(ds, tokenizer, end_ids:set[int],
         out = {"input_ids": [], "labels": [], "row": idx}
         for msgs, i in zip(batch["messages"], idx):
             try: ex = tokenize_example(tokenizer, with_system(msgs, system), end_ids)
-            except ValueError as e: raise ValueError(f"{source}: row {i + 1}: {e}") from None
+            except ValueError as e: raise InputError(f"{source}: row {i + 1}: {e}") from None
             out["input_ids"].append(ex["input_ids"]); out["labels"].append(ex["labels"])
         return out
     tokd = ds.map(tok_batch, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
@@ -177,7 +177,7 @@ def prepare_dataset(ds, tokenizer, end_ids:set[int],
     lengths = [len(x) for x in tokd["input_ids"]]
     over = [{"row": i + 1, "tokens": n} for i, n in enumerate(lengths) if max_length is not None and n > max_length]
     if over and overlength == "error":
-        raise ValueError(f"{source}: row {over[0]['row']}: {over[0]['tokens']} tokens > max_length {max_length} "
+        raise InputError(f"{source}: row {over[0]['row']}: {over[0]['tokens']} tokens > max_length {max_length} "
                          f"({len(over)} such rows); drop them with `overlength: drop` or raise sft.max_length")
     if over and overlength == "truncate":
         tokd = tokd.map(lambda b: {k: [x[:max_length] for x in b[k]] for k in ("input_ids", "labels")}, batched=True)

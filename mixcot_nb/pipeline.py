@@ -22,7 +22,7 @@ from .sampling import ProblemSource, SampleRecipe, TeacherSpec
 
 # %% auto #0
 __all__ = ['MODEL_SHAPES', 'StudentSpec', 'ExperimentRecipe', 'Replica', 'replicas', 'PipelineError', 'Unit', 'unit_keys',
-           'data_hash', 'report_groups', 'local_paths', 'plan', 'UnitState', 'write_manifest', 'select',
+           'data_hash', 'report_groups', 'local_paths', 'plan', 'unit_file', 'UnitState', 'write_manifest', 'select',
            'run_experiment', 'load_experiment', 'run_worker', 'experiment_status', 'format_status', 'ResourceSpec',
            'model_shape', 'train_memory', 'serve_memory', 'unit_resources', 'plan_rows', 'slurm_scripts']
 
@@ -284,10 +284,14 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     return units + evals + [_report_unit(r, [u.id for u in evals])]
 
 # %% ../nbs/10_pipeline.ipynb #2f17876d
+def unit_file(run_dir, unit_id:str, suffix:str) -> Path:
+    "A unit's file in `units/`: its state (`.json`), lock (`.lock`) or worker log (`.log`)."
+    return Path(run_dir)/"units"/f"{unit_id.replace(':', '__')}{suffix}"
+
 class UnitState:
     "The saved state of one unit in a run directory."
     def __init__(self, run_dir, unit_id:str):
-        self.path = Path(run_dir)/"units"/f"{unit_id.replace(':', '__')}.json"
+        self.path = unit_file(run_dir, unit_id, ".json")
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"id": unit_id, "status": "pending"}
 
     def __getitem__(self, k): return self.data.get(k)
@@ -304,7 +308,7 @@ _held = set()      # unit lock files this process holds: opening one again and c
 @contextlib.contextmanager
 def _unit_lock(run_dir, unit_id:str):
     "Hold unit `unit_id`'s lock (POSIX: a forked grading worker does not keep it); `StoreLocked` naming the holder's pid."
-    path = (Path(run_dir)/"units"/f"{unit_id.replace(':', '__')}.lock").resolve()
+    path = unit_file(run_dir, unit_id, ".lock").resolve()
     with lock_file(path, f"unit {unit_id}"):
         _held.add(path)
         try: yield
@@ -430,7 +434,7 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
     "Run `pending` in up to `jobs` worker processes, each unit once its inputs are done; a failure stops only its dependents."
     left, running, ran, failed = {u.id: u for u in pending}, {}, [], {}
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
-    (logs := Path(r.run_dir)/"units").mkdir(parents=True, exist_ok=True)
+    (Path(r.run_dir)/"units").mkdir(parents=True, exist_ok=True)
     worker = "import sys; from mixcot_nb.pipeline import run_worker; run_worker(sys.argv[1], sys.argv[2])"
     try:
         while left or running:
@@ -440,7 +444,7 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
                     failed[uid] = f"not run: needs {', '.join(missing)}"
                     del left[uid]; bar.update()
                 elif len(running) < jobs and not any(d in left or d in busy for d in u.deps):
-                    with open(logs/f"{uid.replace(':', '__')}.log", "w") as log:
+                    with open(unit_file(r.run_dir, uid, ".log"), "w") as log:
                         running[subprocess.Popen([sys.executable, "-c", worker, str(r.run_dir), uid], env=env, stdout=log,
                                                  stderr=subprocess.STDOUT)] = uid
                     del left[uid]; busy.add(uid)
@@ -449,7 +453,7 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
             for p in [p for p in running if p.poll() is not None]:
                 uid = running.pop(p)
                 if p.returncode == 0: ran.append(uid)
-                else: failed[uid] = f"exit {p.returncode}: {_last_line(logs/(uid.replace(':', '__') + '.log'))}"
+                else: failed[uid] = f"exit {p.returncode}: {_last_line(unit_file(r.run_dir, uid, '.log'))}"
                 bar.update()
     finally:
         for p in running: p.terminate(); p.wait()     # interrupted: the units left running resume on the next run
@@ -462,7 +466,7 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
 # %% ../nbs/10_pipeline.ipynb #f868cad8
 def _holder_alive(run_dir, uid:str) -> bool:
     "Whether the process whose pid is in unit `uid`'s lock file is alive (a killed `mixcot run` leaves the unit `running`)."
-    path = (Path(run_dir)/"units"/f"{uid.replace(':', '__')}.lock").resolve()
+    path = unit_file(run_dir, uid, ".lock").resolve()
     if path in _held: return True
     try:
         os.kill(int(path.read_text().split()[0]), 0)

@@ -325,8 +325,8 @@ def test_slurm_scripts_wire_each_unit_to_its_own_inputs(tmp_path, data, students
 
 
 def test_jobs_run_units_side_by_side_and_a_failure_stops_only_its_dependents(tmp_path, data, students):
-    "`mixcot run --jobs 2`: units overlap in time; a teacher whose file is malformed fails with its line, the units that"
-    " need it are not started, every other unit finishes; the mended file resumes the rest."
+    """`mixcot run --jobs 2`: units overlap in time; a teacher whose file is malformed fails with its line, the units that
+    need it are not started, every other unit finishes; the mended file resumes the rest."""
     run_dir = tmp_path/"run"
     g = grid(run_dir, data, {"tiny-qwen": students["tiny-qwen"]})
     bad = tmp_path/"broken.jsonl"

@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup vllm-env lab demo test docs readme
+.PHONY: setup vllm-env lab lab-bases demo test docs readme
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 lab: setup
 	$(BIN)/mixcot run recipes/lab/quick.yaml --jobs 2
+
+lab-bases: setup   # pretrain the quick preset's shipped bases from scratch (about 17 min), compare the bits, ship them
+	$(BIN)/python tools/lab_bases.py recipes/lab/quick.yaml --write
 
 demo: setup
 	$(BIN)/mixcot grade mixcot_nb/fixtures/shortcot_qwen25_14b_instruct/math500.jsonl --benchmark math500 \

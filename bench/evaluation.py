@@ -1,7 +1,7 @@
 """End-to-end evaluation throughput: items per second (generation + grading + records) with the transformers engine,
 batched against one prompt at a time, on the tiny local chat model and MATH500 problems.
 
-Both sides run `run_eval` on the same problems, greedy, into fresh output folders; the records must be identical (checked).
+Both sides run `run_evaluation` on the same problems, greedy, into fresh output folders; the records must be identical (checked).
 Baseline: `batch_size=1`. Also reported: the share of the time spent grading (`grade_records` alone on the same records).
 A GPU machine with vLLM adds `--gpu`: vLLM against transformers on the same tiny model.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from mixcot_nb.backends import make_engine
 from mixcot_nb.testing import build_tiny_chat_model
 from mixcot_nb.core import example_data_dir
-from mixcot_nb.evaluation import EvalRecipe, grade_records, read_records, run_eval
+from mixcot_nb.evaluation import EvalRecipe, grade_records, read_records, run_evaluation
 from mixcot_nb.problems import load_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def one_run(engine_spec: dict, problems: int, max_new_tokens: int, tmp: Path, na
     engine = make_engine(recipe.engine_spec())                 # loading the model is not part of the timing
     engine.generate([[{"role": "user", "content": "warm up"}]], __import__("mixcot_nb.backends").backends.SamplingParams(max_tokens=4))
     t0 = time.perf_counter()
-    summary = run_eval(recipe, progress=False, engine=engine)["math500"]
+    summary = run_evaluation(recipe, progress=False, engine=engine).benchmarks["math500"]
     secs = time.perf_counter() - t0
     engine.close()
     recs = read_records(tmp/name/"math500.jsonl")
@@ -42,7 +42,7 @@ def one_run(engine_spec: dict, problems: int, max_new_tokens: int, tmp: Path, na
     grade_s = time.perf_counter() - t0
     return {"seconds": round(secs, 3), "items": len(recs), "items_per_s": round(len(recs) / secs, 2),
             "grading_seconds": round(grade_s, 3), "tokens": sum(r.completion_tokens for r in recs),
-            "accuracy": summary["accuracy"], "truncation_rate": summary["truncation_rate"],
+            "accuracy": summary.accuracy, "truncation_rate": summary.truncation_rate,
             "responses": [r.response for r in recs]}
 
 

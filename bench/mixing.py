@@ -62,7 +62,7 @@ def _write_teacher(root:str, teacher:str, pids:list[str], seed:int) -> int:
             body = text[starts[i]:starts[i] + L]
             ans = str(i % 97)
             resp = body if trunc[i] else f"{body}\n\nFinal Answer: \\boxed{{{ans if correct[i] else ans + '1'}}}"
-            d = {"teacher": teacher, "problem_id": pid, "sample_idx": 0, "text": resp,
+            d = {"teacher": teacher, "problem_id": pid, "sample_idx": 0, "response": resp,
                  "answer": None if trunc[i] else (ans if correct[i] else ans + "1"), "correct": bool(correct[i]),
                  "decided_by": "no_answer" if trunc[i] else "normalised" if correct[i] else "math_verify",
                  "prompt_tokens": 95, "completion_tokens": len(resp) // 3 + 1,
@@ -125,8 +125,8 @@ def _child(kind:str, root:str, files:list[str], cache:str, profile:bool) -> dict
         out = {"rows": len(ds)}
     else:
         stats = build_mix(builtin_mix("mix-long", ROLES), root, progress=False)
-        out = {"rows": stats["rows"], "rows_per_source": stats["rows_per_source"], "dropped": stats["dropped"],
-               "eligible_problems_per_source": stats["eligible_problems_per_source"]}
+        out = {"rows": stats.rows, "rows_per_source": stats.rows_per_source, "dropped": stats.dropped,
+               "eligible_problems_per_source": stats.eligible_problems_per_source}
     out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, cpu() - cpu0
     if prof is not None:
         import io, pstats

@@ -14,7 +14,7 @@ import yaml
 
 from mixcot_nb.testing import build_tiny_chat_model
 from mixcot_nb.core import example_data_dir
-from mixcot_nb.evaluation import EvalRecipe, run_eval
+from mixcot_nb.evaluation import EvalRecipe, run_evaluation
 from mixcot_nb.mixing import MixRecipe, run_mixing
 from mixcot_nb.pipeline import ExperimentRecipe, run_experiment
 from mixcot_nb.report import build_report
@@ -50,7 +50,7 @@ def direct(g:dict) -> float:
             out = Path(r.run_dir)/"models"/f"{s.name}__{arm}"
             t = run_training(TrainRecipe(model_name_or_path=s.model_name_or_path, dataset=str(Path(r.run_dir)/"mixes"/arm),
                                          output_dir=str(out), eos_check=0, sft=SFT), progress=False)
-            run_eval(EvalRecipe(model=t["model_path"], output_dir=str(Path(r.run_dir)/"evals"/f"{s.name}__{arm}"), **EVAL), progress=False)
+            run_evaluation(EvalRecipe(model=t.model_path, output_dir=str(Path(r.run_dir)/"evals"/f"{s.name}__{arm}"), **EVAL), progress=False)
     build_report(r.run_dir, students={s.name: s.params for s in r.students})
     return time.perf_counter() - t0
 

@@ -50,8 +50,8 @@ def mixcot(model, data, out, steps, eos_check=4, **sft):
     t0 = time.time()
     s = run_training(TrainRecipe(model_name_or_path=str(model), dataset=str(data), output_dir=str(out), eos_check=eos_check,
                                  sft={**SFT, "max_steps": steps, **sft}), progress=False)
-    return {"tokens_per_s": s["tokens_per_second"], "train_seconds": s["train_seconds"], "wall_seconds": time.time() - t0,
-            "dropped_overlength": s["dropped_overlength"], "eos_check": s["eos_check"] and s["eos_check"]["ok"]}
+    return {"tokens_per_s": s.tokens_per_second, "train_seconds": s.train_seconds, "wall_seconds": time.time() - t0,
+            "dropped_overlength": s.dropped_overlength, "eos_check": s.eos_check and s.eos_check.ok}
 
 
 def best(runs): return max(runs, key=lambda r: r["tokens_per_s"])

@@ -24,7 +24,7 @@ __all__ = ['VLLM_SAMPLING_FIELDS', 'Finished', 'CHATML_TEMPLATE', 'RETRY_STATUS'
            'check_key_env', 'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine',
            'engine_class', 'make_engine']
 
-# %% ../nbs/03_backends.ipynb #b4fbeddd
+# %% ../nbs/03_backends.ipynb #a0fb65a6
 VLLM_SAMPLING_FIELDS = set("""n presence_penalty frequency_penalty repetition_penalty temperature watermarking top_p top_k min_p seed stop
 stop_token_ids ignore_eos max_tokens min_tokens logprobs prompt_logprobs prompt_logprob_token_ids prompt_logprob_start logprob_token_ids
 flat_logprobs detokenize skip_special_tokens spaces_between_special_tokens include_stop_str_in_output output_kind stream_interval
@@ -54,6 +54,7 @@ def check_vllm_names(given:dict, kind:Literal["sampling", "engine"], where:str, 
                              f"(checked against {source}; did you mean: {hint})")
     return given
 
+# %% ../nbs/03_backends.ipynb #ea13f3b5
 _OWN_SAMPLING = {k: f"set `{k}` as its own field, not in `extra`" for k in
                  ("n", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed", "stop")} | \
                 {"output_kind": "the engine decides how outputs are returned"}
@@ -84,7 +85,7 @@ class Completion(StrictModel):
     finish_reason: Literal["stop", "length"]  # `length`: the max_tokens budget ran out
     seconds: float | None = None       # wall time attributed to this completion (request time, or batch time / batch size)
 
-# %% ../nbs/03_backends.ipynb #8c589ae5
+# %% ../nbs/03_backends.ipynb #6010db92
 def check_conversations(conversations:list[list[dict]]) -> list[list[dict]]:
     "Raise a `ValueError` naming the first conversation that is not a list of `{role, content}` messages."
     if not isinstance(conversations, list): raise ValueError(f"expected a list of conversations, got {type(conversations).__name__}")
@@ -95,6 +96,7 @@ def check_conversations(conversations:list[list[dict]]) -> list[list[dict]]:
                 raise ValueError(f"conversation {i}, message {j}: expected a dict with string 'role' and 'content'")
     return conversations
 
+# %% ../nbs/03_backends.ipynb #cd2c5449
 Finished = list[tuple[int, list[Completion]]]   # one batch of `stream`: (conversation index, its completions)
 
 def free_accelerator_memory() -> None:
@@ -558,7 +560,7 @@ def stream(self:OpenAIEngine, conversations:list[list[dict]], params:SamplingPar
                 await asyncio.gather(handle[0], return_exceptions=True)
             self._loop.run(_cancel())
 
-# %% ../nbs/03_backends.ipynb #9ae78eff
+# %% ../nbs/03_backends.ipynb #263894a8
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 def vllm_sampling_params(params:SamplingParams):
@@ -568,6 +570,7 @@ def vllm_sampling_params(params:SamplingParams):
                                min_p=params.min_p, repetition_penalty=params.repetition_penalty, max_tokens=params.max_tokens,
                                seed=params.seed, stop=params.stop or None, **params.extra)
 
+# %% ../nbs/03_backends.ipynb #47d0ea5e
 class VLLMEngine(Engine):
     "Offline batched generation with `vllm.LLM`."
     name = "vllm"
@@ -598,38 +601,42 @@ class VLLMEngine(Engine):
 
     def __repr__(self): return f"VLLMEngine({self.model_name!r}" + (f", lora_path={self.lora_path!r})" if self.lora_path else ")")
 
-    def stream(self, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
-        "Every conversation queued at once; after each engine step, the requests that finished in it."
-        check_conversations(conversations)
-        if self.llm is None: raise RuntimeError("engine is closed")
-        if not conversations: return
-        engine, t0 = self.llm.llm_engine, time.perf_counter()
-        ids = self.llm.enqueue_chat(conversations, vllm_sampling_params(params), use_tqdm=False, lora_request=self.lora,
-                                    add_generation_prompt=True)
-        index = {rid.split("-")[0]: i for i, rid in enumerate(ids)}   # outputs carry the id without its random suffix
-        left = dict(zip(index, ids))
-        bar = tqdm(total=len(ids), desc=f"{self.name} generate", disable=not progress, unit="conv")
-        try:
-            while left:
-                if not engine.has_unfinished_requests(): raise RuntimeError(f"vLLM has no request left, but {len(left)} never finished")
-                finished = [o for o in engine.step() if o.finished and o.request_id in left]
-                if not finished: continue
-                secs = (time.perf_counter() - t0) / max(1, len(ids) - len(left) + len(finished)) / params.n
-                for o in finished: del left[o.request_id]
-                bar.update(len(finished))
-                yield [(index[o.request_id], [Completion(text=c.text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
-                                                         finish_reason="length" if c.finish_reason == "length" else "stop", seconds=secs)
-                                              for c in o.outputs]) for o in finished]
-        finally:
-            bar.close()
-            if left and self.llm is not None: engine.abort_request(list(left.values()), internal=True)
+# %% ../nbs/03_backends.ipynb #4e88658b
+@patch
+def stream(self:VLLMEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
+    "Every conversation queued at once; after each engine step, the requests that finished in it."
+    check_conversations(conversations)
+    if self.llm is None: raise RuntimeError("engine is closed")
+    if not conversations: return
+    engine, t0 = self.llm.llm_engine, time.perf_counter()
+    ids = self.llm.enqueue_chat(conversations, vllm_sampling_params(params), use_tqdm=False, lora_request=self.lora,
+                                add_generation_prompt=True)
+    index = {rid.split("-")[0]: i for i, rid in enumerate(ids)}   # outputs carry the id without its random suffix
+    left = dict(zip(index, ids))
+    bar = tqdm(total=len(ids), desc=f"{self.name} generate", disable=not progress, unit="conv")
+    try:
+        while left:
+            if not engine.has_unfinished_requests(): raise RuntimeError(f"vLLM has no request left, but {len(left)} never finished")
+            finished = [o for o in engine.step() if o.finished and o.request_id in left]
+            if not finished: continue
+            secs = (time.perf_counter() - t0) / max(1, len(ids) - len(left) + len(finished)) / params.n
+            for o in finished: del left[o.request_id]
+            bar.update(len(finished))
+            yield [(index[o.request_id], [Completion(text=c.text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
+                                                     finish_reason="length" if c.finish_reason == "length" else "stop", seconds=secs)
+                                          for c in o.outputs]) for o in finished]
+    finally:
+        bar.close()
+        if left and self.llm is not None: engine.abort_request(list(left.values()), internal=True)
 
-    def close(self):
-        "Shut the engine core down (its worker processes and their GPU memory), then drop the `LLM`."
-        if self.llm is None: return
-        self.llm.llm_engine.engine_core.shutdown()
-        self.llm = None
-        free_accelerator_memory()
+# %% ../nbs/03_backends.ipynb #66dd0708
+@patch
+def close(self:VLLMEngine):
+    "Shut the engine core down (its worker processes and their GPU memory), then drop the `LLM`."
+    if self.llm is None: return
+    self.llm.llm_engine.engine_core.shutdown()
+    self.llm = None
+    free_accelerator_memory()
 
 # %% ../nbs/03_backends.ipynb #5462acdd
 VLLM_ENGINE_ARGS = set("""model enable_return_routed_experts return_sampling_mask model_weights served_model_name tokenizer hf_config_path
@@ -682,7 +689,7 @@ optimization_level performance_mode fault_tolerance_config enable_fault_toleranc
 kv_offloading_backend tokens_only shutdown_timeout weight_transfer_config fail_on_environ_validation
 gdn_prefill_backend kda_prefill_backend kda_decode_backend chat_template""".split())  # vLLM 0.32: `EngineArgs` fields and `LLM` keywords
 
-# %% ../nbs/03_backends.ipynb #253d478d
+# %% ../nbs/03_backends.ipynb #cd9bcaaa
 _OWN_ENGINE_ARGS = {k: f"set `{k}` as its own field, not in `engine_args`" for k in
                     ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype")} | \
                    {"model": "set `model` as its own field", "enable_lora": "set `lora_path`; LoRA is enabled with it"}
@@ -734,6 +741,7 @@ class EngineSpec(StrictModel):
         if wrong: raise ValueError(f"option(s) {', '.join(wrong)} do not apply to the {self.engine} engine")
         return self
 
+# %% ../nbs/03_backends.ipynb #1ee4e8e2
 ENGINES: dict[str, type[Engine]] = {e.name: e for e in (VLLMEngine, OpenAIEngine, TransformersEngine)}
 
 def register_engine(cls:type[Engine]) -> type[Engine]:

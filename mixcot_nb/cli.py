@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from .core import (InputError, JsonlError, MixcotError, RecipeError, UnknownNameError, fs_error_message, iter_jsonl, load_recipe,
+from .core import (InputError, JsonlError, MixcotError, RecipeError, UnknownNameError, format_validation_error, fs_error_message, iter_jsonl, load_recipe,
                             parse_recipe, read_yaml, write_json, write_jsonl)
 from .grading import ANSWER_FIELDS, PROBLEM_FIELDS, RESPONSE_FIELDS, grade_policies, pick_field, problem_matcher, summarise
 from .problems import answer_to_str, get_dataset_spec, load_problems
@@ -24,9 +25,9 @@ from .pipeline import (ExperimentRecipe, UnitState, experiment_status, format_st
                                 run_experiment, select, unit_keys)
 
 # %% auto #0
-__all__ = ['DOCS_URL', 'RECIPE_MODELS', 'SHARED_DEFAULTS', 'default_grade_dir', 'grade_file', 'reference_url', 'override_value',
-           'apply_overrides', 'read_recipe', 'eval_recipe_data', 'build_parser', 'main', 'recipe_fields',
-           'recipe_reference']
+__all__ = ['DOCS_URL', 'USER_ERRORS', 'RECIPE_MODELS', 'SHARED_DEFAULTS', 'default_grade_dir', 'grade_file', 'reference_url',
+           'override_value', 'apply_overrides', 'read_recipe', 'eval_recipe_data', 'build_parser', 'run_command',
+           'main', 'recipe_fields', 'recipe_reference']
 
 # %% ../nbs/11_cli.ipynb #58440120
 def _as_list(value:Any, path, lineno:int, field:str) -> list:
@@ -76,6 +77,7 @@ def _row_labels(row:dict, label_field:str|None, n:int, path, lineno:int) -> list
     if len(labels) != n: raise JsonlError(path, lineno, f"{len(labels)} labels for {n} responses", field=lf)
     return [_label(v, path, lineno, lf) for v in labels]
 
+# %% ../nbs/11_cli.ipynb #f7fa1873
 def _read_responses(path:Path, benchmark, response_field, answer_field, problem_field, label_field, data) -> tuple[list, list]:
     "Grading items (response, gold, problem) and their rows (line, sample, gold, label): one of each per response in `path`."
     match, items, rows = None, [], []
@@ -189,6 +191,22 @@ def _count(least:int):
         return n
     return parse
 
+# %% ../nbs/11_cli.ipynb #24258a73
+def _grade_cmd(a) -> int:
+    s = grade_file(a.file, benchmark=a.benchmark, response_field=a.response_field, answer_field=a.answer_field,
+                   problem_field=a.problem_field, label_field=a.label_field, data=a.data, out=a.out,
+                   workers=a.workers, timeout=a.timeout)
+    print(f"{s['n']} responses in {s['rows']} rows: accuracy {s['accuracy']:.3f}, no answer {s['no_answer_rate']:.3f} "
+          f"(strict: the paper's last-box rule)")
+    print(f"lenient extraction (answer sentences, several boxes, last expression): accuracy {s['lenient']['accuracy']:.3f}, "
+          f"no answer {s['lenient']['no_answer_rate']:.3f}")
+    print("decided by: " + ", ".join(f"{k} {v}" for k, v in s["by"].items()))
+    if "agreement" in s:
+        print(f"agreement with '{s['label_field']}': {s['agreement']:.3f} ({s['disagreements']} disagreements; "
+              f"their accuracy {s['label_accuracy']:.3f})")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #09e6f623
 def _grade_parser(sub):
     p = sub.add_parser("grade", help="grade a JSONL file of model responses",
         description="Grade every response in FILE (one JSON object per line) and write verdicts.jsonl and summary.json.",
@@ -207,20 +225,6 @@ def _grade_parser(sub):
     p.add_argument("--workers", type=_count(0), help="grading processes (default: all cores; 0: grade in this process)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed per comparison (default: 5)")
     p.set_defaults(func=_grade_cmd)
-
-def _grade_cmd(a) -> int:
-    s = grade_file(a.file, benchmark=a.benchmark, response_field=a.response_field, answer_field=a.answer_field,
-                   problem_field=a.problem_field, label_field=a.label_field, data=a.data, out=a.out,
-                   workers=a.workers, timeout=a.timeout)
-    print(f"{s['n']} responses in {s['rows']} rows: accuracy {s['accuracy']:.3f}, no answer {s['no_answer_rate']:.3f} "
-          f"(strict: the paper's last-box rule)")
-    print(f"lenient extraction (answer sentences, several boxes, last expression): accuracy {s['lenient']['accuracy']:.3f}, "
-          f"no answer {s['lenient']['no_answer_rate']:.3f}")
-    print("decided by: " + ", ".join(f"{k} {v}" for k, v in s["by"].items()))
-    if "agreement" in s:
-        print(f"agreement with '{s['label_field']}': {s['agreement']:.3f} ({s['disagreements']} disagreements; "
-              f"their accuracy {s['label_accuracy']:.3f})")
-    return 0
 
 # %% ../nbs/11_cli.ipynb #bdf0cb8a
 def _sample_parser(sub):
@@ -241,8 +245,8 @@ def _sample_parser(sub):
 def _sample_cmd(a) -> int:
     stats = run_sampling(load_recipe(a.recipe, SampleRecipe), shard=a.shard, limit=a.limit, resume=a.resume)
     for name, s in stats.items():
-        print(f"{name}: {s['attempts']} attempts, acceptance {s['acceptance_rate']:.3f}, "
-              f"{s['solved']} problems solved, {s['unsolved']} unsolved, truncation {s['truncation_rate']:.3f}")
+        print(f"{name}: {s.attempts} attempts, acceptance {s.acceptance_rate:.3f}, "
+              f"{s.solved} problems solved, {s.unsolved} unsolved, truncation {s.truncation_rate:.3f}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #e931eff3
@@ -261,10 +265,9 @@ def _mix_cmd(a) -> int:
     only = a.only.split(",") if a.only else None
     if only and (unknown := set(only) - {s.name for s in recipe.specs()}): raise UnknownNameError(f"--only: unknown arm(s) {sorted(unknown)}")
     for name, s in run_mixing(recipe, only=only).items():
-        per = ", ".join(f"{t} {n}" for t, n in s["rows_per_source"].items())
-        pool = s["pool"]
-        paired = f", paired with {', '.join(pool['paired_with'])}" if pool["paired_with"] else ""
-        print(f"{name}: {s['rows']} rows ({per}) from a pool of {pool['problems']} problems{paired}; dropped: {s['dropped'] or 'none'}")
+        per = ", ".join(f"{t} {n}" for t, n in s.rows_per_source.items())
+        paired = f", paired with {', '.join(s.pool.paired_with)}" if s.pool.paired_with else ""
+        print(f"{name}: {s.rows} rows ({per}) from a pool of {s.pool.problems} problems{paired}; dropped: {s.dropped or 'none'}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #c19a0011
@@ -289,24 +292,57 @@ def _export_cmd(a) -> int:
 # %% ../nbs/11_cli.ipynb #0d776a3a
 def _train_parser(sub):
     p = sub.add_parser("train", help="fine-tune a student on a mix: full, LoRA or QLoRA",
-        description="Fine-tune the student of RECIPE on its dataset with TRL; resumes from the last checkpoint.",
+        description="Fine-tune the student of RECIPE on its dataset with TRL; resumes from the last checkpoint. "
+                    "`python -m mixcot_nb.training` is the same command.",
         epilog="examples:\n  mixcot train recipes/paper/train/qwen2.5-3b/mix-long.yaml\n"
                "  mixcot train recipes/paper/train/qwen2.5-3b/mix-long.yaml --set sft.learning_rate=2e-5 --set seed=1\n"
-               "  accelerate launch --config_file recipes/accelerate/zero3.yaml -m mixcot_nb.cli train RECIPE.yaml\n"
+               "  accelerate launch --config_file recipes/accelerate/zero3.yaml -m mixcot_nb.training RECIPE.yaml\n"
                f"recipe keys: {reference_url('TrainRecipe')}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path, help="YAML training recipe")
     _set_argument(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=_train_cmd)
 
 def _train_cmd(a) -> int:
     from mixcot_nb.training import TrainRecipe, run_training
-    s = run_training(read_recipe(a.recipe, TrainRecipe, a.set))
-    if s:
-        eos = s["eos_check"]
-        print(f"{s['model_path']}: {s['steps']} steps, final loss {s['final_loss']}, {s['dropped_overlength']} over-length "
-              f"examples dropped, {s['tokens_per_second']} tokens/s, world size {s['world_size']}"
-              + (f", stops by itself on {eos['stopped']}/{eos['prompts']} prompts" if eos else ""))
+    summary = run_training(read_recipe(a.recipe, TrainRecipe, a.set), progress=a.progress)   # on every rank of a launch
+    if int(os.environ.get("RANK", 0)) == 0: print(summary)                                     # its headline, once
+    return 0
+
+# %% ../nbs/11_cli.ipynb #47ded0cf
+def eval_recipe_data(a) -> dict:
+    "The evaluation recipe's fields from `mixcot eval`'s flags, over the recipe file's when one is given."
+    data = (read_yaml(a.recipe) or {}) if a.recipe else {}
+    if not isinstance(data, dict): raise RecipeError(f"{a.recipe}: expected a mapping at the top level, got {type(data).__name__}")
+    engine = data.get("engine", {"engine": "transformers"})
+    engine = {"engine": engine} if isinstance(engine, str) else dict(engine)
+    if a.engine: engine["engine"] = a.engine
+    if a.base_urls: engine["base_urls"] = a.base_urls
+    flags = {"model": a.model, "adapter": a.adapter, "limit": a.limit, "n": a.n, "temperature": a.temperature,
+             "max_new_tokens": a.max_new_tokens, "output_dir": a.out,
+             "benchmarks": a.benchmarks.split(",") if a.benchmarks else None}
+    data.update({k: v for k, v in flags.items() if v is not None}, engine=engine)
+    for item in a.data or []:
+        name, sep, path = item.partition("=")
+        if not sep: raise InputError(f"--data {item!r}: expected NAME=PATH")
+        data.setdefault("data", {})[name] = path
+    return apply_overrides(data, a.set)
+
+# %% ../nbs/11_cli.ipynb #44ea5ee2
+def _eval_cmd(a) -> int:
+    from mixcot_nb.evaluation import EvalRecipe, run_evaluation
+    data = eval_recipe_data(a)
+    if "output_dir" not in data: raise InputError("give --out (or output_dir in the recipe)")
+    summary = run_evaluation(parse_recipe(data, EvalRecipe, _source(a.recipe or "mixcot eval", a.set)))
+    for bench, s in summary.benchmarks.items():
+        lo, hi = s.ci95
+        trunc = "n/a" if s.truncation_rate is None else f"{s.truncation_rate:.3f}"
+        other = "lenient" if s.policy == "strict" else "strict"
+        beside = "n/a" if (acc := getattr(s, f"{other}_accuracy")) is None else f"{acc:.3f}"
+        print(f"{bench}: accuracy {s.accuracy:.3f} [{lo:.3f}, {hi:.3f}] ({s.policy} extraction{' (the paper harness)' if s.policy == 'strict' else ''}; "
+              f"{other} {beside}) on {s.problems} problems, truncated {trunc}, no answer {s.no_answer_rate:.3f}")
+    print(f"records and summary.json in {data['output_dir']}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #ef226527
@@ -335,38 +371,6 @@ def _eval_parser(sub):
     p.add_argument("--out", help="output folder for records and summary.json")
     _set_argument(p)
     p.set_defaults(func=_eval_cmd)
-
-def eval_recipe_data(a) -> dict:
-    "The evaluation recipe's fields from `mixcot eval`'s flags, over the recipe file's when one is given."
-    data = (read_yaml(a.recipe) or {}) if a.recipe else {}
-    if not isinstance(data, dict): raise RecipeError(f"{a.recipe}: expected a mapping at the top level, got {type(data).__name__}")
-    engine = data.get("engine", {"engine": "transformers"})
-    engine = {"engine": engine} if isinstance(engine, str) else dict(engine)
-    if a.engine: engine["engine"] = a.engine
-    if a.base_urls: engine["base_urls"] = a.base_urls
-    flags = {"model": a.model, "adapter": a.adapter, "limit": a.limit, "n": a.n, "temperature": a.temperature,
-             "max_new_tokens": a.max_new_tokens, "output_dir": a.out,
-             "benchmarks": a.benchmarks.split(",") if a.benchmarks else None}
-    data.update({k: v for k, v in flags.items() if v is not None}, engine=engine)
-    for item in a.data or []:
-        name, sep, path = item.partition("=")
-        if not sep: raise InputError(f"--data {item!r}: expected NAME=PATH")
-        data.setdefault("data", {})[name] = path
-    return apply_overrides(data, a.set)
-
-def _eval_cmd(a) -> int:
-    from mixcot_nb.evaluation import EvalRecipe, run_eval
-    data = eval_recipe_data(a)
-    if "output_dir" not in data: raise InputError("give --out (or output_dir in the recipe)")
-    for bench, s in run_eval(parse_recipe(data, EvalRecipe, _source(a.recipe or "mixcot eval", a.set))).items():
-        lo, hi = s["ci95"]
-        trunc = "n/a" if s["truncation_rate"] is None else f"{s['truncation_rate']:.3f}"
-        pol = s.get("policy", "strict"); other = "lenient" if pol == "strict" else "strict"
-        beside = "n/a" if s.get(f"{other}_accuracy") is None else f"{s[f'{other}_accuracy']:.3f}"
-        print(f"{bench}: accuracy {s['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] ({pol} extraction{' (the paper harness)' if pol == 'strict' else ''}; "
-              f"{other} {beside}) on {s['problems']} problems, truncated {trunc}, no answer {s['no_answer_rate']:.3f}")
-    print(f"records and summary.json in {data['output_dir']}")
-    return 0
 
 # %% ../nbs/11_cli.ipynb #f5883275
 def _report_parser(sub):
@@ -411,6 +415,7 @@ def _run_parser(sub):
     _set_argument(p)
     p.set_defaults(func=_run_cmd)
 
+# %% ../nbs/11_cli.ipynb #ed760292
 def _run_cmd(a) -> int:
     recipe = read_recipe(a.recipe, ExperimentRecipe, a.set)
     if a.plan:
@@ -438,6 +443,7 @@ def _run_cmd(a) -> int:
     if (report/"report.md").exists(): print(f"report: {report/'report.md'} (and report.html)")
     return 0
 
+# %% ../nbs/11_cli.ipynb #ba8b6404
 def _status_parser(sub):
     p = sub.add_parser("status", help="show the state of an experiment's units",
         description="Where every unit of the run in RUN_DIR stands: done, running, failed, stale or pending.",
@@ -465,18 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
     _status_parser(sub)
     return parser
 
+# %% ../nbs/11_cli.ipynb #40c4208e
+USER_ERRORS = (MixcotError, ValidationError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+def run_command(command:str, func, args) -> int:
+    "`func(args)`'s exit status; a fault the user can fix (`USER_ERRORS`, a full disk) printed as one line, status 2."
+    try: return func(args)
+    except USER_ERRORS as e: msg = format_validation_error(e, e.title) if isinstance(e, ValidationError) else str(e)
+    except OSError as e:                  # a full disk, a read-only folder: one line naming the file; any other is a bug
+        if (msg := fs_error_message(e)) is None: raise
+    print(f"mixcot {command}: error: {msg}", file=sys.stderr)
+    return 2
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `mixcot` command."
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)   # its CPU-kernel hint on every start: QLoRA is a GPU path
     args = build_parser().parse_args(argv)
-    try: return args.func(args)
-    except (MixcotError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        print(f"mixcot {args.command}: error: {e}", file=sys.stderr)   # the user can fix it; a bug keeps its traceback
-        return 2
-    except OSError as e:                  # a full disk, a read-only folder: one line naming the file; any other is a bug
-        if (msg := fs_error_message(e)) is None: raise
-        print(f"mixcot {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    return run_command(args.command, args.func, args)
 
 # %% ../nbs/11_cli.ipynb #749dc9cb
 RECIPE_MODELS = ["pipeline.ExperimentRecipe", "pipeline.StudentSpec", "sampling.SampleRecipe", "sampling.ProblemSource",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
 __all__ = ['MAX_RECIPE_VALUES', 'PAPER_PROMPT', 'PAPER_BENCHMARKS', 'VERSIONED', 'MixcotError', 'InputError', 'UnknownNameError',
@@ -22,7 +22,8 @@ __all__ = ['MAX_RECIPE_VALUES', 'PAPER_PROMPT', 'PAPER_BENCHMARKS', 'VERSIONED',
            'iter_jsonl', 'read_jsonl', 'lock_file', 'RecipeError', 'format_validation_error', 'parse_recipe',
            'read_yaml', 'load_recipe', 'set_seed', 'progress_bars', 'check_name', 'RunDir', 'write_json',
            'render_prompt', 'unwrap_prompt', 'conversation', 'paper_average', 'distribution', 'package_versions',
-           'agg_figure', 'has_resource', 'skip_missing_resources', 'load_ipython_extension', 'example_data_dir']
+           'agg_figure', 'BenchmarkSummary', 'EvalSummary', 'read_summary', 'has_resource', 'skip_missing_resources',
+           'load_ipython_extension', 'example_data_dir']
 
 # %% ../nbs/00_core.ipynb #a68b09e8
 class MixcotError(Exception):
@@ -79,7 +80,7 @@ class Trace(StrictModel):
     teacher: str                       # teacher name from the recipe
     problem_id: str                    # `Problem.id`
     sample_idx: int = Field(ge=0)      # attempt number for this (teacher, problem)
-    text: str                          # the full response, think blocks included
+    response: str = Field(validation_alias=AliasChoices("response", "text"))  # the full response, think blocks included (`text` in old stores)
     answer: str | None = None          # extracted final answer
     correct: bool | None = None        # verdict; None until graded
     decided_by: str | None = None      # which grading rule decided
@@ -101,10 +102,6 @@ class JsonlError(MixcotError, ValueError):
         super().__init__(f"{where}: {msg}")
 
 # %% ../nbs/00_core.ipynb #8a18f236
-def _dumps(rec) -> str:
-    d = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
-    return json.dumps(d, ensure_ascii=False)
-
 def _umask() -> int:
     "This process's umask, read from /proc where it can be (setting it to read it is not thread-safe)."
     try:
@@ -119,6 +116,7 @@ def _named(e:OSError, path) -> OSError:
     "`e` with `path` as its file name when it has none (a failed `write` or `fsync` names no file)."
     return e if e.filename else type(e)(e.errno, e.strerror, str(path))
 
+# %% ../nbs/00_core.ipynb #e122e445
 @contextmanager
 def atomic_file(path):
     "Open a temporary file beside `path` for writing (mode 0666 less the umask); on success fsync it and rename it over `path`."
@@ -138,6 +136,7 @@ def atomic_file(path):
         Path(tmp).unlink(missing_ok=True)
         raise
 
+# %% ../nbs/00_core.ipynb #f24ca615
 def temp_dir_beside(path) -> Path:
     "A new empty folder `.<name>.XXXX` beside `path` (mode 0777 less the umask, not `mkdtemp`'s 0700), to fill and rename onto it."
     path = Path(path)
@@ -145,6 +144,10 @@ def temp_dir_beside(path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     tmp.chmod(0o777 & ~_umask())
     return tmp
+
+def _dumps(rec) -> str:
+    d = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
+    return json.dumps(d, ensure_ascii=False)
 
 def write_jsonl(path, records:Iterable) -> Path:
     "Atomically replace `path` with one JSON line per record (dicts or pydantic models)."
@@ -182,6 +185,7 @@ def repair_jsonl(path) -> str|None:
     if not path.exists(): return None
     with _locked(path) as fd: return _cut_torn_tail(fd, path)   # a line another process is still writing is not torn
 
+# %% ../nbs/00_core.ipynb #0fb8a612
 def append_jsonl(path, records:Iterable) -> int:
     "Append whole lines for `records` to `path` in one write and fsync, holding the file's lock; return how many."
     path = Path(path)
@@ -197,7 +201,6 @@ def append_jsonl(path, records:Iterable) -> int:
         except OSError as e: raise _named(e, path) from None
     return data.count(b"\n")
 
-
 # %% ../nbs/00_core.ipynb #5ebd7ec9
 class JsonlReport(StrictModel):
     "What `read_jsonl` found besides good records."
@@ -206,13 +209,13 @@ class JsonlReport(StrictModel):
     torn: str | None = None            # the torn last line, if any
     blank: int = 0                     # blank lines skipped
 
-# %% ../nbs/00_core.ipynb #8c3cd77f
 _M = TypeVar("_M", bound=BaseModel)
 
 def _field_of(err:ValidationError) -> tuple[str, str]:
     e = err.errors()[0]
     return ".".join(str(o) for o in e["loc"]) or "(record)", e["msg"]
 
+# %% ../nbs/00_core.ipynb #8c3cd77f
 def iter_jsonl(path, model:Type[_M]|None=None, report:JsonlReport|None=None) -> Iterator[_M|dict]:
     "Yield each line of `path` as a dict (or a `model`); recover from a torn last line, reject any other bad line."
     path = Path(path)
@@ -241,6 +244,7 @@ def iter_jsonl(path, model:Type[_M]|None=None, report:JsonlReport|None=None) -> 
             field, msg = _field_of(e)
             raise JsonlError(path, i, msg, field=field) from None
 
+# %% ../nbs/00_core.ipynb #16e45652
 def read_jsonl(path, model:Type[_M]|None=None, report:JsonlReport|None=None) -> list[_M|dict]:
     "All records of `path` as a list (see `iter_jsonl`)."
     return list(iter_jsonl(path, model, report))
@@ -286,6 +290,16 @@ def parse_recipe(data:dict, model:Type[_M], source:str="<recipe>",
     except ValidationError as e: raise RecipeError(format_validation_error(e, source, where)) from None
 
 
+# %% ../nbs/00_core.ipynb #e02c55c7
+def _yaml_error(path, e:yaml.YAMLError) -> str:
+    "One line `FILE:LINE:COLUMN: what` for a YAML error (a blocked tag such as `!!python/object` named as such)."
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = " ".join((getattr(e, "problem", None) or str(e)).split())
+    if isinstance(e, yaml.constructor.ConstructorError) and (tag := re.search(r"'(tag:[^']*)'", problem)):
+        return f"{where}: tag '{tag[1]}' is not allowed: a recipe holds plain mappings, lists, strings and numbers"
+    return f"{where}: invalid YAML: {problem}"
+
 # %% ../nbs/00_core.ipynb #b1c22bd3
 MAX_RECIPE_VALUES = 1_000_000          # values a recipe may stand for once its aliases are expanded
 
@@ -298,15 +312,6 @@ def _expanded_size(obj, cap:int) -> int:
         elif isinstance(o, (list, tuple)): stack += o
     return n
 
-def _yaml_error(path, e:yaml.YAMLError) -> str:
-    "One line `FILE:LINE:COLUMN: what` for a YAML error (a blocked tag such as `!!python/object` named as such)."
-    mark = getattr(e, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-    problem = " ".join((getattr(e, "problem", None) or str(e)).split())
-    if isinstance(e, yaml.constructor.ConstructorError) and (tag := re.search(r"'(tag:[^']*)'", problem)):
-        return f"{where}: tag '{tag[1]}' is not allowed: a recipe holds plain mappings, lists, strings and numbers"
-    return f"{where}: invalid YAML: {problem}"
-
 def read_yaml(path) -> Any:
     "The YAML document at `path`, safely loaded; `RecipeError` on invalid YAML or past `MAX_RECIPE_VALUES` expanded values."
     path = Path(path)
@@ -318,10 +323,10 @@ def read_yaml(path) -> Any:
                           "write the repeated parts out or nest fewer aliases")
     return data
 
+# %% ../nbs/00_core.ipynb #e993b103
 def load_recipe(path, model:Type[_M]) -> _M:
     "Read the YAML recipe at `path` into `model`."
     return parse_recipe(read_yaml(path), model, str(path))
-
 
 # %% ../nbs/00_core.ipynb #1a451fb5
 def set_seed(seed:int) -> None:
@@ -362,6 +367,7 @@ def check_name(name:str, what:str="name") -> str:
         raise InputError(f"{what} {name!r} must use only letters, digits, '.', '_' and '-'")
     return name
 
+# %% ../nbs/00_core.ipynb #5f8449c2
 class RunDir:
     "Paths of one experiment's run directory."
     def __init__(self, root): self.root = Path(root)
@@ -421,13 +427,13 @@ def conversation(template:str, problem:str,
 # %% ../nbs/00_core.ipynb #ec0c3e1c
 PAPER_BENCHMARKS = ["math_test", "amc23", "gsm8k", "olympiadbench", "aime24"]
 
-def paper_average(summaries:dict, # benchmark -> accuracy, or -> a summary dict with an `accuracy`
+def paper_average(summaries:dict, # benchmark -> accuracy, or -> a summary (`BenchmarkSummary` or a dict) with an `accuracy`
                   math:str="math_test", # the benchmark that stands for the paper's MATH column
                  ) -> float|None:
     "The paper's average: the plain mean of MATH, AMC23, GSM8K, OlympiadBench and AIME24; None if one is missing."
     names = [math if b == "math_test" else b for b in PAPER_BENCHMARKS]
     if any(b not in summaries for b in names): return None
-    acc = lambda v: v["accuracy"] if isinstance(v, dict) else v
+    acc = lambda v: v["accuracy"] if isinstance(v, dict) else getattr(v, "accuracy", v)
     return sum(acc(summaries[b]) for b in names) / len(names)
 
 # %% ../nbs/00_core.ipynb #42b63382
@@ -456,6 +462,70 @@ def agg_figure(**kwargs):
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
     return fig
+
+# %% ../nbs/00_core.ipynb #28b0aa77
+class BenchmarkSummary(StrictModel):
+    "One benchmark of an evaluation: accuracy and its 95% interval, pass@k, tokens, truncation and completeness."
+    n: int | None = None               # records: problems x samples (None where a published table gives no count)
+    problems: int | None = None        # distinct problems
+    samples_per_problem: int | list[int] | None = None  # samples of each problem; the distinct counts when they differ
+    correct: int | None = None
+    accuracy: float                    # share correct under `policy` (a fraction; pass@1 averaged over samples)
+    policy: Literal["strict", "lenient"] = "strict"  # extraction policy of `accuracy` (strict before policies existed)
+    strict_accuracy: float | None = None   # the rules' accuracy under the strict policy
+    lenient_accuracy: float | None = None  # ... and under the lenient one
+    ci95: tuple[float, float] | None = None  # 95% interval of `accuracy`
+    ci_method: str | None = None       # `wilson` (one sample per problem) or `bootstrap_problems`
+    pass_at_k: dict[str, float] = {}   # k -> unbiased pass@k
+    completion_tokens: dict[str, int | float | None] | None = None  # `distribution` of completion tokens
+    prompt_tokens_mean: float | None = None
+    truncation_rate: float | None = None   # share cut at the token limit; None where finish reasons are unknown
+    no_answer_rate: float | None = None    # share with no extracted answer
+    decided_by: dict[str, int] = {}    # grading rule (or `judge`) -> verdicts it decided
+    expected: int | None = None        # problems x samples asked for
+    complete: bool | None = None       # every expected item is in (None where unknown)
+    source: str | None = None          # the response file, for responses graded from a file
+
+    def __repr__(self):
+        ci = f" [{self.ci95[0]:.3f}, {self.ci95[1]:.3f}]" if self.ci95 else ""
+        size = "" if self.n is None else f" on {self.n} items" + (f" of {self.expected}" if self.complete is False else "")
+        return f"BenchmarkSummary({self.policy} accuracy {self.accuracy:.3f}{ci}{size})"
+    __str__ = __repr__
+
+# %% ../nbs/00_core.ipynb #abfa91e7
+class EvalSummary(StrictModel):
+    "An evaluation folder's `summary.json`: the model, how it ran, and a `BenchmarkSummary` per benchmark."
+    model: str | None = None           # what was evaluated (`paper:<student>:<arm>` for the paper's tables)
+    adapter: str | None = None
+    engine: str | None = None          # the engine's name; `imported` for responses graded from a file
+    num_parameters: int | None = None  # from the checkpoint's headers where it is local
+    n: int | None = None               # samples per problem
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+    benchmarks: dict[str, BenchmarkSummary]
+    paper_average: float | None = None # `paper_average` of the benchmarks (a fraction), when all five are in
+    updated: str | None = None         # when it was last written (UTC, ISO 8601)
+    source: str | None = None          # where the numbers come from when not from an evaluation here
+    folder: Path | None = Field(None, exclude=True, repr=False)  # the folder it was read from (not written)
+
+    def __repr__(self):
+        accs = ", ".join(f"{b} {s.accuracy:.3f}" for b, s in self.benchmarks.items())
+        return f"EvalSummary({self.model!r} ({self.engine or 'unknown engine'}): {accs or 'no benchmarks'})"
+    __str__ = __repr__
+
+# %% ../nbs/00_core.ipynb #890a3aea
+def read_summary(path) -> EvalSummary:
+    "The `summary.json` at `path` (the file or its evaluation folder) as an `EvalSummary` that knows its `folder`."
+    f = Path(path)/"summary.json" if Path(path).is_dir() else Path(path)
+    try: data = json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise InputError(f"{f}: invalid JSON ({e})") from None
+    if not isinstance(data, dict): raise InputError(f"{f}: expected a JSON object, got {type(data).__name__}")
+    try: s = EvalSummary.model_validate(data)
+    except ValidationError as e:
+        field, msg = _field_of(e)
+        raise InputError(f"{f}: field '{field}': {msg}") from None
+    s.folder = f.parent
+    return s
 
 # %% ../nbs/00_core.ipynb #f3e02e7c
 def has_resource(flag:str) -> bool:

@@ -17,9 +17,10 @@ from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from .backends import Engine, EngineSpec, SamplingParams, make_engine, stream_checked
-from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, InputError, JsonlError, JsonlReport, Problem, RecipeError, StrictModel, append_jsonl,
-                            conversation, distribution, iter_jsonl, lock_file, paper_average, set_seed,
-                            write_json, write_jsonl)
+from fastcore.basics import patch
+from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, BenchmarkSummary, EvalSummary, InputError, JsonlError, JsonlReport,
+                            Problem, RecipeError, StrictModel, append_jsonl, conversation, distribution, iter_jsonl, lock_file,
+                            paper_average, read_summary, set_seed, write_json, write_jsonl)
 from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, Policy, grade_policies, judge_messages,
                                parse_judgement, pick_field, problem_matcher)
 from .problems import DATASETS, load_problems
@@ -27,7 +28,7 @@ from .problems import DATASETS, load_problems
 # %% auto #0
 __all__ = ['BARE_PROMPT', 'MATH_TASK_PROMPT', 'PAPER_PROMPTS', 'EvalRecipe', 'EvalRecord', 'read_records', 'wilson_interval',
            'bootstrap_interval', 'pass_at_k', 'summarise_records', 'count_parameters', 'grade_records', 'unjudged',
-           'judge_records', 'eval_lock', 'run_eval', 'response_records', 'grade_responses']
+           'judge_records', 'eval_lock', 'run_evaluation', 'run_eval', 'response_records', 'grade_responses']
 
 # %% ../nbs/07_evaluation.ipynb #90ae49bc
 BARE_PROMPT = "{problem}"
@@ -78,24 +79,31 @@ class EvalRecipe(StrictModel):
         self.sampling_params()
         return self
 
-    def engine_spec(self) -> EngineSpec:
-        "The `EngineSpec` that generates: `engine` merged with the model and the adapter."
-        spec = dict(self.engine, model=self.model)
-        if self.adapter:
-            if spec.get("engine") == "openai": raise InputError("the openai engine cannot load an adapter: serve it and name it as `model`")
-            spec["lora_path"] = self.adapter
-        return EngineSpec.model_validate(spec)
+# %% ../nbs/07_evaluation.ipynb #da770b18
+@patch
+def engine_spec(self:EvalRecipe) -> EngineSpec:
+    "The `EngineSpec` that generates: `engine` merged with the model and the adapter."
+    spec = dict(self.engine, model=self.model)
+    if self.adapter:
+        if spec.get("engine") == "openai": raise InputError("the openai engine cannot load an adapter: serve it and name it as `model`")
+        spec["lora_path"] = self.adapter
+    return EngineSpec.model_validate(spec)
 
-    def sampling_params(self, benchmark:str|None=None) -> SamplingParams:
-        "The `SamplingParams` of `benchmark`: the recipe's decoding fields and `sampling`."
-        own = {"n": "n", "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens", "seed": "seed", "stop": "stop"}
-        for k in self.sampling:
-            if k in own: raise InputError(f"sampling.{k}: set `{own[k]}` at the top level of the recipe")
-        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
-                              seed=self.seed, stop=self.stop_for(benchmark) if benchmark else self.stop, **self.sampling)
+# %% ../nbs/07_evaluation.ipynb #0c5c4218
+@patch
+def sampling_params(self:EvalRecipe, benchmark:str|None=None) -> SamplingParams:
+    "The `SamplingParams` of `benchmark`: the recipe's decoding fields and `sampling`."
+    own = {"n": "n", "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_new_tokens", "seed": "seed", "stop": "stop"}
+    for k in self.sampling:
+        if k in own: raise InputError(f"sampling.{k}: set `{own[k]}` at the top level of the recipe")
+    return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_new_tokens,
+                          seed=self.seed, stop=self.stop_for(benchmark) if benchmark else self.stop, **self.sampling)
 
-    def prompt_for(self, benchmark:str) -> str: return self.prompts.get(benchmark, self.prompt)
-    def stop_for(self, benchmark:str) -> list[str]: return self.stops.get(benchmark, self.stop)
+@patch
+def prompt_for(self:EvalRecipe, benchmark:str) -> str: return self.prompts.get(benchmark, self.prompt)
+
+@patch
+def stop_for(self:EvalRecipe, benchmark:str) -> list[str]: return self.stops.get(benchmark, self.stop)
 
 # %% ../nbs/07_evaluation.ipynb #28f84e06
 class EvalRecord(StrictModel):
@@ -121,6 +129,7 @@ class EvalRecord(StrictModel):
     @property
     def key(self) -> tuple[str, int]: return self.problem_id, self.sample_idx
 
+# %% ../nbs/07_evaluation.ipynb #0fb17776
 def read_records(path, report:JsonlReport|None=None) -> list[EvalRecord]:
     "The records of one benchmark file, each (problem, sample) once (the first line wins), torn last line recovered."
     seen, out = set(), []
@@ -155,36 +164,38 @@ def pass_at_k(n:int, c:int, k:int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 # %% ../nbs/07_evaluation.ipynb #64d3c3f5
-def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int=0) -> dict:
+def _policy_figures(records:list[EvalRecord]) -> tuple[Policy, dict[str, float|None]]:
+    "The one extraction policy of `records`, and their accuracy under each policy (None where a verdict is missing)."
+    policies = sorted({r.policy for r in records})
+    if len(policies) > 1: raise InputError(f"records graded under different policies {policies}: summarise each apart")
+    verdicts = {p: [r.correct if r.policy == p else getattr(r, f"{p}_correct") for r in records] for p in POLICIES}
+    return policies[0] if policies else "strict", {p: sum(v) / len(v) if v and None not in v else None for p, v in verdicts.items()}
+
+# %% ../nbs/07_evaluation.ipynb #747e4872
+def summarise_records(records:list[EvalRecord], expected:int|None=None, seed:int=0) -> BenchmarkSummary:
     "Accuracy with a 95% interval, pass@k, token, truncation and no-answer statistics of one benchmark's records."
     by_problem = defaultdict(list)
     for r in records: by_problem[r.problem_id].append(r.correct)
-    n_rec, n_prob = len(records), len(by_problem)
-    correct = sum(r.correct for r in records)
+    n_rec, n_prob, correct = len(records), len(by_problem), sum(r.correct for r in records)
     samples = sorted({len(v) for v in by_problem.values()})
     k_max = samples[0] if samples else 0
     if k_max <= 1: ci, method = wilson_interval(correct, n_rec), "wilson"
     else: ci, method = bootstrap_interval([sum(v) / len(v) for v in by_problem.values()], seed=seed), "bootstrap_problems"
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, k_max) if k <= k_max})
-    toks = [r.completion_tokens for r in records if r.completion_tokens is not None]
     known = [r for r in records if r.finish_reason is not None]
-    policies = sorted({r.policy for r in records})
-    if len(policies) > 1: raise InputError(f"records graded under different policies {policies}: summarise each apart")
-    policy = policies[0] if policies else "strict"
-    other = {p: [r.correct if r.policy == p else getattr(r, f"{p}_correct") for r in records] for p in POLICIES}
-    fig = {p: sum(v) / len(v) if v and None not in v else None for p, v in other.items()}
-    return {"n": n_rec, "problems": n_prob, "samples_per_problem": samples[0] if len(samples) == 1 else samples,
-            "correct": correct, "accuracy": correct / n_rec if n_rec else 0.0,
-            "policy": policy,                          # the headline's extraction policy; the other's figure beside it
-            "strict_accuracy": fig["strict"], "lenient_accuracy": fig["lenient"],   # the other policy's: rules alone
-            "ci95": list(ci), "ci_method": method,
-            "pass_at_k": {str(k): statistics.fmean(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) for k in ks} if n_prob else {},
-            "completion_tokens": distribution(toks),
-            "prompt_tokens_mean": statistics.fmean(t) if (t := [r.prompt_tokens for r in records if r.prompt_tokens is not None]) else None,
-            "truncation_rate": sum(r.finish_reason == "length" for r in known) / len(known) if known else None,
-            "no_answer_rate": sum(r.answer is None for r in records) / n_rec if n_rec else 0.0,
-            "decided_by": dict(sorted(Counter(r.decided_by for r in records).items())),
-            "expected": expected, "complete": expected is None or n_rec == expected}
+    policy, fig = _policy_figures(records)             # the headline's extraction policy; the other's figure beside it
+    prompt_toks = [r.prompt_tokens for r in records if r.prompt_tokens is not None]
+    return BenchmarkSummary(
+        n=n_rec, problems=n_prob, samples_per_problem=samples[0] if len(samples) == 1 else samples, correct=correct,
+        accuracy=correct / n_rec if n_rec else 0.0, policy=policy, strict_accuracy=fig["strict"], lenient_accuracy=fig["lenient"],
+        ci95=ci, ci_method=method,
+        pass_at_k={str(k): statistics.fmean(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) for k in ks} if n_prob else {},
+        completion_tokens=distribution([r.completion_tokens for r in records if r.completion_tokens is not None]),
+        prompt_tokens_mean=statistics.fmean(prompt_toks) if prompt_toks else None,
+        truncation_rate=sum(r.finish_reason == "length" for r in known) / len(known) if known else None,
+        no_answer_rate=sum(r.answer is None for r in records) / n_rec if n_rec else 0.0,
+        decided_by=dict(sorted(Counter(r.decided_by for r in records).items())),
+        expected=expected, complete=expected is None or n_rec == expected)
 
 # %% ../nbs/07_evaluation.ipynb #e1d89382
 def count_parameters(model:str|Path) -> int|None:
@@ -219,6 +230,7 @@ def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=N
         setattr(r, f"{other}_correct", ov.correct)
     return judge_records(records, problems, judge)
 
+# %% ../nbs/07_evaluation.ipynb #515cb421
 def unjudged(records:list[EvalRecord]) -> list[EvalRecord]:
     "The rule misses with an answer and a gold that the judge has not yet been asked about."
     return [r for r in records if not r.correct and r.answer is not None and r.gold and not r.judged]
@@ -248,19 +260,19 @@ def _check_resumable(recipe:EvalRecipe, out:Path) -> dict|None:
                                    f"(was {', '.join(repr(before[k]) for k in diff)}); use another output_dir or delete it")
     else: return now
 
-def _write_summary(recipe:EvalRecipe, out:Path, benches:dict, engine_name:str) -> dict:
+def _write_summary(recipe:EvalRecipe, out:Path, benches:dict[str, BenchmarkSummary], engine_name:str) -> EvalSummary:
+    "Write `benches` into the folder's `summary.json` beside the benchmarks already there; return the whole summary."
     f = out/"summary.json"
-    old = json.loads(f.read_text()).get("benchmarks", {}) if f.exists() else {}
-    benches = {**old, **benches}
-    summary = {"model": recipe.model, "adapter": recipe.adapter, "engine": engine_name,
-               "num_parameters": count_parameters(recipe.model), "n": recipe.n, "temperature": recipe.temperature,
-               "max_new_tokens": recipe.max_new_tokens, "benchmarks": benches,
-               "paper_average": paper_average(benches), "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(f, summary)
+    benches = {**(read_summary(f).benchmarks if f.exists() else {}), **benches}
+    summary = EvalSummary(model=recipe.model, adapter=recipe.adapter, engine=engine_name, num_parameters=count_parameters(recipe.model),
+                          n=recipe.n, temperature=recipe.temperature, max_new_tokens=recipe.max_new_tokens, benchmarks=benches,
+                          paper_average=paper_average(benches), updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json(f, summary.model_dump(mode="json"))
+    summary.folder = out
     return summary
 
 # %% ../nbs/07_evaluation.ipynb #48ffd6a7
-def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress:bool) -> dict:
+def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress:bool) -> BenchmarkSummary:
     problems = load_problems(bench, path=recipe.data.get(bench), limit=recipe.limit)
     by_id = {p.id: p for p in problems}
     f = out/f"{bench}.jsonl"
@@ -287,15 +299,16 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
     finally: bar.close()
     return _summarise(recipe, read_records(f), problems)
 
-def _summarise(recipe:EvalRecipe, records:list[EvalRecord], problems:list[Problem]) -> dict:
+# %% ../nbs/07_evaluation.ipynb #c0663ceb
+def _summarise(recipe:EvalRecipe, records:list[EvalRecord], problems:list[Problem]) -> BenchmarkSummary:
+    "The summary of the records of `problems` that the recipe asks for (the folder may hold more, from a larger `limit` or `n`)."
     ids = {p.id for p in problems}
     records = [r for r in records if r.problem_id in ids and r.sample_idx < recipe.n]
     return summarise_records(records, expected=len(problems) * recipe.n, seed=recipe.seed)
 
-# %% ../nbs/07_evaluation.ipynb #c0663ceb
-def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str, results:dict) -> None:
+def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str) -> EvalSummary|None:
     "Judge every benchmark's rule misses, building the judge's engine only if one is left; each file replaced atomically."
-    judge_engine = None
+    judge_engine, summary = None, None
     try:
         for bench in [b for b in recipe.benchmarks if b not in recipe.judge_skip]:
             problems = load_problems(bench, path=recipe.data.get(bench), limit=recipe.limit)
@@ -305,24 +318,25 @@ def _judge_benchmarks(recipe:EvalRecipe, out:Path, engine_name:str, results:dict
             judge_engine = judge_engine or make_engine(recipe.judge)
             judge_records([r for r in records if r.problem_id in by_id], by_id, _judge_fn(judge_engine))
             write_jsonl(f, records)                     # a kill before this leaves the rule-graded file: judged again
-            results[bench] = _summarise(recipe, records, problems)
-            _write_summary(recipe, out, {bench: results[bench]}, engine_name)
+            summary = _write_summary(recipe, out, {bench: _summarise(recipe, records, problems)}, engine_name)
     finally:
         if judge_engine is not None: judge_engine.close()
+    return summary
 
 # %% ../nbs/07_evaluation.ipynb #7e313122
 def eval_lock(output_dir):
     "Hold the lock of an evaluation folder; `StoreLocked` naming the holder's pid if another process has it."
     return lock_file(Path(output_dir)/".lock", f"evaluation folder {output_dir}")
 
-def run_eval(recipe:EvalRecipe, progress:bool=True,
-             engine:Engine|None=None, # a loaded engine to use instead of building one from the recipe (not closed here)
-            ) -> dict[str, dict]:
-    "Evaluate `recipe.model` on every benchmark, resuming from `recipe.output_dir`: generate and rule-grade everything, release the engine, then judge the misses; return each benchmark's summary."
+# %% ../nbs/07_evaluation.ipynb #61859dab
+def run_evaluation(recipe:EvalRecipe, progress:bool=True,
+                   engine:Engine|None=None, # a loaded engine to use instead of building one from the recipe (not closed here)
+                  ) -> EvalSummary:
+    "Evaluate `recipe.model` on every benchmark, resuming from `recipe.output_dir`: generate and rule-grade everything, release the engine, then judge the misses; return the folder's summary."
     out = Path(recipe.output_dir)
     if engine is not None and recipe.judge and recipe.judge.engine != "openai":
         raise RecipeError(f"{out}: a judge loaded in this process needs the student's engine released first; "
-                          "let run_eval build the engine, or serve the judge (engine: openai)")
+                          "let run_evaluation build the engine, or serve the judge (engine: openai)")
     out.mkdir(parents=True, exist_ok=True)
     with eval_lock(out):                  # one command per folder: a second is refused, not run twice
         record = _check_resumable(recipe, out)
@@ -332,16 +346,21 @@ def run_eval(recipe:EvalRecipe, progress:bool=True,
             if loaded[0] is None: loaded[0] = make_engine(recipe.engine_spec())
             if record: write_json(out/"eval_config.json", record)   # only once the model loaded: a mistyped one records nothing
             return loaded[0]
-        name, results = engine.name if engine else recipe.engine_spec().engine, {}
+        name, summary = engine.name if engine else recipe.engine_spec().engine, None
         try:
             for bench in recipe.benchmarks:
-                results[bench] = _eval_benchmark(recipe, bench, get_engine, out, progress)
-                _write_summary(recipe, out, {bench: results[bench]}, name)
+                summary = _write_summary(recipe, out, {bench: _eval_benchmark(recipe, bench, get_engine, out, progress)}, name)
         finally:
             if own and loaded[0] is not None: loaded[0].close()   # before the judge loads: the two never share an accelerator
         if record: write_json(out/"eval_config.json", record)
-        if recipe.judge: _judge_benchmarks(recipe, out, name, results)
-        return results
+        if recipe.judge: summary = _judge_benchmarks(recipe, out, name) or summary
+        return summary or _write_summary(recipe, out, {}, name)
+
+# %% ../nbs/07_evaluation.ipynb #444cf7bc
+def run_eval(recipe:EvalRecipe, progress:bool=True, engine:Engine|None=None) -> EvalSummary:
+    "Deprecated: the old name of `run_evaluation`, which it calls."
+    warnings.warn("run_eval is deprecated; use run_evaluation", DeprecationWarning, stacklevel=2)
+    return run_evaluation(recipe, progress, engine)
 
 # %% ../nbs/07_evaluation.ipynb #d0931e42
 def response_records(path,                    # JSONL file of responses: one row per problem, the response a string or a list of samples
@@ -366,6 +385,16 @@ def response_records(path,                    # JSONL file of responses: one row
     return recs
 
 # %% ../nbs/07_evaluation.ipynb #102f16ce
+def _add_benchmark(out:Path, benchmark:str, summary:BenchmarkSummary, model:str|None) -> EvalSummary:
+    "The folder's `summary.json` with `summary` as `benchmark`'s, written; a new file names `model` and engine `imported`."
+    f = out/"summary.json"
+    whole = read_summary(f) if f.exists() else EvalSummary(model=model, engine="imported", benchmarks={})
+    benches = {**whole.benchmarks, benchmark: summary}
+    whole = whole.model_copy(update={"benchmarks": benches, "paper_average": paper_average(benches)})
+    write_json(f, whole.model_dump(mode="json"))
+    return whole
+
+# %% ../nbs/07_evaluation.ipynb #00199e5c
 def grade_responses(path,                     # JSONL file of responses: one row per problem, the response a string or a list of samples
                     benchmark:str,            # registry name of the benchmark the responses answer
                     output_dir,               # folder for `<benchmark>.jsonl` and `summary.json`
@@ -373,26 +402,19 @@ def grade_responses(path,                     # JSONL file of responses: one row
                     response_field:str|None=None, problem_field:str|None=None,
                     prompt:str=PAPER_PROMPT,  # template to strip from the problem field, if it was applied
                     tokenizer=None,           # a tokenizer (or a name to load) to count completion tokens
-                    judge:EngineSpec|None=None, timeout:float=5.0, model:str|None=None) -> dict:
-    "Grade pre-generated responses into the records and summary `run_eval` writes; return the benchmark's summary."
+                    judge:EngineSpec|None=None, timeout:float=5.0, model:str|None=None) -> BenchmarkSummary:
+    "Grade pre-generated responses into the records and summary `run_evaluation` writes; return the benchmark's summary."
     path, out = Path(path), Path(output_dir)
     problems = load_problems(benchmark, path=data)
-    by_id = {p.id: p for p in problems}
     if isinstance(tokenizer, (str, Path)):
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     recs = response_records(path, benchmark, problems, response_field, problem_field, prompt, tokenizer)
     judge_engine = make_engine(judge) if judge else None
-    try: grade_records(recs, by_id, judge=_judge_fn(judge_engine), timeout=timeout)
+    try: grade_records(recs, {p.id: p for p in problems}, judge=_judge_fn(judge_engine), timeout=timeout)
     finally:
         if judge_engine is not None: judge_engine.close()
     write_jsonl(out/f"{benchmark}.jsonl", recs)
-    counts = Counter(r.problem_id for r in recs)
-    summary = summarise_records(recs, expected=len(problems) * max(counts.values(), default=1))
-    summary["source"] = str(path)
-    f = out/"summary.json"
-    whole = json.loads(f.read_text()) if f.exists() else {"model": model, "engine": "imported", "benchmarks": {}}
-    whole["benchmarks"][benchmark] = summary
-    whole["paper_average"] = paper_average(whole["benchmarks"])
-    write_json(f, whole)
-    return summary
+    samples = max(Counter(r.problem_id for r in recs).values(), default=1)
+    summary = summarise_records(recs, expected=len(problems) * samples).model_copy(update={"source": str(path)})
+    return _add_benchmark(out, benchmark, summary, model).benchmarks[benchmark]

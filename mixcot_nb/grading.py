@@ -455,7 +455,7 @@ def too_costly(s:str) -> bool:
         elif c in "})]": depth -= 1
     return best > 20
 
-# %% ../nbs/01_grading.ipynb #1d22ebb1
+# %% ../nbs/01_grading.ipynb #95d0015d
 def _mv_equal(gold:str, pred:str) -> bool:
     "math-verify on two answer strings, without its signal-based timeouts."
     if not gold.strip() or not pred.strip(): return False
@@ -474,6 +474,7 @@ def _mv_task(gold:str, pred:str, ngold:str, npred:str) -> bool:
     "Worker task: math-verify on the normalised forms, then on the raw forms."
     return _mv_equal(ngold, npred) or ((gold, pred) != (ngold, npred) and _mv_equal(gold, pred))
 
+# %% ../nbs/01_grading.ipynb #d63a48f1
 _WARM = [("x^2+2x", "x(x+2)"), ("(1,2]", "[1,2)"), ("\\{1,2\\}", "\\{2,1\\}"), ("\\frac{\\sqrt{3}}{2}", "0.866"),
          ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}"), ("x=5", "5"), ("\\cot x", "\\frac{\\cos x}{\\sin x}")]
 _warmed = False
@@ -553,7 +554,7 @@ def run_limited(fn:Callable, args:tuple, timeout:float):
         fut.cancel(); raise TimeoutError(f"no result within {timeout}s") from None
     except ProcessExpired as e: raise TimeoutError(f"worker died: {e}") from None
 
-# %% ../nbs/01_grading.ipynb #f6c3a74d
+# %% ../nbs/01_grading.ipynb #8e9655d8
 Rule = Literal["exact", "normalised", "math_verify", "judge", "no_answer", "timeout", "mismatch"]
 
 def _cheap_rules(gold:str, pred:str) -> tuple[str|None, str, str]:
@@ -571,6 +572,7 @@ def _bracket_kind(s:str) -> str|None:
     if s[:1] in "([" and s[-1:] in ")]" and "," in s: return "seq"
     return None
 
+# %% ../nbs/01_grading.ipynb #c4c93b76
 def _needs_math_verify(gold, pred, ng, np_) -> Rule|None:
     "None when math-verify should run; 'mismatch' when it cannot help; 'timeout' when it is too costly to try."
     if not ng or not np_ or len(gold) > MAX_ANSWER_CHARS or len(pred) > MAX_ANSWER_CHARS: return "mismatch"
@@ -584,6 +586,7 @@ def _needs_math_verify(gold, pred, ng, np_) -> Rule|None:
     if any(too_costly(s) for s in (gold, pred, ng, np_)): return "timeout"
     return None
 
+# %% ../nbs/01_grading.ipynb #5512965b
 def match_answers(gold:str, pred:str, timeout:float=5.0) -> tuple[bool, Rule]:
     "Whether `pred` is equivalent to `gold`, and which rule decided (see `answers_match`)."
     if not isinstance(gold, str) or not isinstance(pred, str): return False, "mismatch"

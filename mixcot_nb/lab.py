@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/lab.html.md"""
 
 # %% ../nbs/09_lab.ipynb #4fea8102
 from __future__ import annotations
-import hashlib, json, random, re, time
+import hashlib, json, random, re, shutil, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import backends
 from .backends import Completion, Engine, SamplingParams, cut_at_stop, save_model, train_tokenizer
-from .core import PAPER_PROMPT, RunDir, StrictModel, iter_jsonl, read_jsonl, render_prompt, write_json, write_jsonl
+from .core import PAPER_PROMPT, InputError, RunDir, StrictModel, iter_jsonl, read_jsonl, render_prompt, temp_dir_beside, write_json, write_jsonl
 from .report import Gate                 # lab_gates' return type; show_doc resolves it
 
 # %% auto #0
@@ -28,7 +28,8 @@ __all__ = ['TASKS', 'HINTS', 'StepKind', 'BOX', 'STYLES', 'STYLE_PATTERNS', 'STU
            'write_short', 'write_short_nocheck', 'caught_slip', 'write_long', 'write_long_nocheck', 'flawed_sets',
            'write_small', 'write_large', 'write_solution', 'in_style', 'dishonest_oks', 'LabSettings', 'LabTeacher',
            'world_texts', 'write_values', 'pretrain_examples', 'count_params', 'student_recipe', 'student_model',
-           'torch_threads', 'build_student', 'greedy_accuracy', 'arm_styles', 'lab_gates']
+           'torch_threads', 'build_student', 'recipe_key', 'from_cache', 'to_cache', 'greedy_accuracy', 'arm_styles',
+           'style_gate', 'honesty_gate', 'lab_gates']
 
 # %% ../nbs/09_lab.ipynb #70f9af0d
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Op:
 def parse_op(text:str) -> Op:
     "`'+3'`, `'-2'`, `'*7'` or `'^2'` as an `Op`."
     m = re.fullmatch(r"([+\-*^])(\d)", text.strip())
-    if not m: raise ValueError(f"not a lab step: {text!r}")
+    if not m: raise InputError(f"not a lab step: {text!r}")
     return Op(m.group(1), int(m.group(2)))
 
 # %% ../nbs/09_lab.ipynb #5422dde3
@@ -93,7 +94,7 @@ class Puzzle:
     def answer(self) -> int:
         if self.task == "forward": return self.run(self.start)
         s = self.starts()
-        if len(s) != 1: raise ValueError(f"inverse puzzle with {len(s)} solutions: {self.text}")
+        if len(s) != 1: raise InputError(f"inverse puzzle with {len(s)} solutions: {self.text}")
         return s[0]
     @property
     def text(self) -> str:
@@ -171,7 +172,7 @@ def random_puzzle(spec:WorldSpec, rng:random.Random, task:str, level:int, tries:
         if not hints: continue
         width = max(_width(h) for h in hints)       # the broadest hint: the chain, not the hint, must decide
         if width >= 3: return Puzzle("inverse", ops, start, p.result, rng.choice([h for h in hints if _width(h) == width]))
-    raise ValueError(f"no inverse puzzle of level {level} with {forks} fork(s) and a hint that singles out the start "
+    raise InputError(f"no inverse puzzle of level {level} with {forks} fork(s) and a hint that singles out the start "
                      f"in {tries} tries; allow more step kinds or lower min_forks")
 
 # %% ../nbs/09_lab.ipynb #e7dd7d6f
@@ -184,7 +185,7 @@ def _draw(spec:WorldSpec, rng:random.Random, n:int, seen:set[str]) -> list[dict]
         if p.text in seen: continue
         seen.add(p.text)
         rows.append({"problem": p.text, "answer": str(p.answer), "level": str(p.level), "subject": p.task})
-    raise ValueError(f"the world has too few distinct problems for {n} more; widen the levels or steps")
+    raise InputError(f"the world has too few distinct problems for {n} more; widen the levels or steps")
 
 def make_world(spec:WorldSpec|dict, out_dir) -> dict[str, Path]:
     "Write the world's `train.jsonl` and `test.jsonl` (and `world.json`, the spec) into `out_dir`."
@@ -409,7 +410,7 @@ STYLES = {"short": write_short, "long": write_long, "large": write_large, "small
 
 def write_solution(p:Puzzle, style:str, rng:random.Random, slip:Slip|None=None) -> str:
     "Solve `p` in `style` (a key of `STYLES`) with the solver's `slip`, if any."
-    if style not in STYLES: raise ValueError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLES)}")
+    if style not in STYLES: raise InputError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLES)}")
     return STYLES[style](p, rng, slip)
 
 # %% ../nbs/09_lab.ipynb #a7c8d1d9
@@ -431,7 +432,7 @@ _FORWARD = rf"{_EQ}(?:, {_EQ})*\.\nFinal Answer: \\boxed\{{\d\}}"   # a forward 
 
 def in_style(text:str, style:str) -> bool:
     "Whether a response is written in teacher `style`'s format, whatever its digits (a forward response: any style's)."
-    if style not in STYLE_PATTERNS: raise ValueError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLE_PATTERNS)}")
+    if style not in STYLE_PATTERNS: raise InputError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLE_PATTERNS)}")
     return any(re.fullmatch(pat, text.strip()) is not None for pat in (STYLE_PATTERNS[style], _FORWARD))
 
 def _eval(eq:str) -> tuple[int, int]:
@@ -468,7 +469,7 @@ class LabTeacher(Engine):
     def __init__(self,
                  model:str,                # the style: a key of `STYLES`
                  settings:dict|None=None): # `LabSettings` fields
-        if model not in STYLES: raise ValueError(f"unknown lab teacher {model!r}; styles: {', '.join(STYLES)}")
+        if model not in STYLES: raise InputError(f"unknown lab teacher {model!r}; styles: {', '.join(STYLES)}")
         self.style, self.settings = model, LabSettings.model_validate(settings or {})
         self._calls = 0                    # without a request seed, each call samples afresh (deterministically)
 
@@ -559,7 +560,7 @@ def pretrain_examples(world_dir:Path, fmt:str="values", n:int=4000, levels:list[
         if p.text in seen: continue
         seen.add(p.text)
         out.append((render_prompt(prompt, p.text), FORMATS["long" if long else fmt](p, random.Random(len(out)))))
-    if len(out) < n: raise ValueError(f"{world_dir}: only {len(out)} distinct {tasks} problems of levels {levels} to pretrain on")
+    if len(out) < n: raise InputError(f"{world_dir}: only {len(out)} distinct {tasks} problems of levels {levels} to pretrain on")
     return out
 
 def count_params(model) -> int:
@@ -573,7 +574,7 @@ def _file_hash(path:Path) -> str:
 def student_recipe(size:str, world_dir, **kw) -> dict:
     "The full recipe of a student base: everything its weights depend on (the cache key)."
     world_dir = Path(world_dir)
-    if size not in STUDENT_SIZES: raise ValueError(f"unknown student size {size!r}; sizes: {', '.join(STUDENT_SIZES)}")
+    if size not in STUDENT_SIZES: raise InputError(f"unknown student size {size!r}; sizes: {', '.join(STUDENT_SIZES)}")
     return dict(size=size, **STUDENT_SIZES[size], **kw, world=_file_hash(world_dir/"train.jsonl"), version=2)
 
 # %% ../nbs/09_lab.ipynb #93244184
@@ -616,11 +617,12 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
                   pretrain_long_share:float=0.0,   # share of pretraining examples that are long-style inverse traces
                   prompt:str=PAPER_PROMPT,         # the user turn around each problem, as the mixes write it
                   threads:int|None=1,              # torch CPU threads while pretraining (None: torch's default)
+                  cache_dir:str|None=None,         # shipped bases (`lab_bases/`): a base of this recipe there is copied, not pretrained
                   progress:bool=True) -> Path:
     "Build, pretrain once on the world, save and return the base student of `size` in `out_dir`."
     import torch
     world_dir, out_dir = Path(world_dir), Path(out_dir)
-    if pretrain_format not in FORMATS: raise ValueError(f"unknown pretrain_format {pretrain_format!r}; formats: {', '.join(FORMATS)}")
+    if pretrain_format not in FORMATS: raise InputError(f"unknown pretrain_format {pretrain_format!r}; formats: {', '.join(FORMATS)}")
     recipe = student_recipe(size, world_dir, pretrain_steps=pretrain_steps, seed=seed, arch=arch, vocab_size=vocab_size,
                             batch_size=batch_size, lr=lr, pretrain_format=pretrain_format, pretrain_levels=pretrain_levels,
                             pretrain_tasks=list(pretrain_tasks), pretrain_examples_n=pretrain_examples_n, prompt=prompt,
@@ -628,6 +630,7 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
                             **({"pretrain_long_share": pretrain_long_share} if pretrain_long_share else {}))
     marker = out_dir/"mixcot_lab.json"
     if marker.exists() and json.loads(marker.read_text())["recipe"] == recipe: return out_dir
+    if cache_dir and from_cache(recipe, cache_dir, out_dir): return out_dir
     t0 = time.time()
     pairs = pretrain_examples(world_dir, pretrain_format, pretrain_examples_n, pretrain_levels, list(pretrain_tasks), prompt, seed,
                               pretrain_inverse_levels, pretrain_long_share)
@@ -639,6 +642,33 @@ def build_student(size:str,                        # a key of `STUDENT_SIZES`
                                      max_grad_norm=1.0, progress=progress) if pretrain_steps else {}
     return save_model(model, tok, out_dir, "mixcot_lab.json", {"recipe": recipe, "params": count_params(model), "examples": len(pairs),
                                                                "seconds": round(time.time() - t0, 1), **stats})
+
+# %% ../nbs/09_lab.ipynb #aa64deca
+def recipe_key(recipe:dict) -> str:
+    "A short hash of a student recipe: its folder's name in a base cache."
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+def _copy_whole(src:Path, dst:Path):
+    "Copy the folder `src` onto `dst` whole or not at all (filled beside it, then renamed into place)."
+    tmp = temp_dir_beside(dst)
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    if dst.exists(): shutil.rmtree(dst)
+    tmp.rename(dst)
+
+def from_cache(recipe:dict, cache_dir, out_dir) -> bool:
+    "Copy the base built with `recipe` from `cache_dir` to `out_dir` if the cache holds it; whether it did."
+    src = Path(cache_dir)/recipe_key(recipe)
+    marker = src/"mixcot_lab.json"
+    if not marker.exists() or json.loads(marker.read_text())["recipe"] != recipe: return False
+    _copy_whole(src, Path(out_dir))
+    return True
+
+def to_cache(model_dir, cache_dir) -> Path:
+    "Put the base in `model_dir` into `cache_dir` under its recipe's key (replacing one there); return its cache folder."
+    recipe = json.loads((Path(model_dir)/"mixcot_lab.json").read_text())["recipe"]
+    dst = Path(cache_dir)/recipe_key(recipe)
+    _copy_whole(Path(model_dir), dst)
+    return dst
 
 # %% ../nbs/09_lab.ipynb #d164a017
 def greedy_accuracy(model_dir,                     # a student folder
@@ -669,16 +699,42 @@ def arm_styles(recipe:dict, arm:str) -> list[str]:
     names = custom.get(arm) or [roles.get(p, p) for p in BUILTIN_MIXES.get(arm, {arm: 1.0})]
     return [styles[n] for n in names if n in styles]
 
+# %% ../nbs/09_lab.ipynb #67afb9c3
 def _records(run:RunDir, student:str, arm:str) -> list[dict]:
     return [r for f in sorted(run.evals(student, arm).glob("*.jsonl")) for r in iter_jsonl(f)]
 
+def style_gate(run:RunDir, recipe:dict, students:list[str], arm:str, label:str, min_style:float=0.9) -> Gate:
+    "`style:<arm>`: whether at least `min_style` of `students`' outputs on `arm` are in one of its teachers' styles."
+    styles, recs = arm_styles(recipe, arm), [r for s in students for r in _records(run, s, arm)]
+    if not styles or not recs:
+        return Gate(name=f"style:{arm}", passed=False, detail=f"{label}: not computed ({'no lab teacher' if not styles else 'no records'})")
+    share = sum(any(in_style(r["response"], st) for st in styles) for r in recs) / len(recs)
+    return Gate(name=f"style:{arm}", passed=share >= min_style,
+                detail=f"{label}: {100 * share:.1f}% of {len(recs)} outputs in {' or '.join(styles)} style (at least {100 * min_style:g}%)")
+
+# %% ../nbs/09_lab.ipynb #12d2bcb5
+def honesty_gate(run:RunDir, runs:list[tuple[str, str]], puzzles:dict, max_dishonest:float|None=None) -> Gate:
+    "`check-honesty`: the share of outputs of the (student, arm) `runs` that write an `ok` after a wrong value."
+    seen = dishonest = 0
+    for s, a in runs:
+        for r in _records(run, s, a):
+            p = puzzles.get(r["problem_id"])
+            if p is None or "check" not in r["response"]: continue
+            seen += 1; dishonest += dishonest_oks(r["response"], p) > 0
+    share = dishonest / seen if seen else 0.0
+    return Gate(name="check-honesty", passed=max_dishonest is None or share <= max_dishonest,
+                detail=f"outputs of arms with long data that write an `ok` after a wrong value: {dishonest} of {seen}"
+                       + (f" ({100 * share:.1f}%)" if seen else "")
+                       + (f" (at most {100 * max_dishonest:g}%)" if max_dishonest is not None else "; reported, not a criterion"))
+
+# %% ../nbs/09_lab.ipynb #a469c893
 def lab_gates(run_dir,                     # a lab run's folder (written by `mixcot run`)
               min_style:float=0.9,         # share of the largest student's outputs that must be in the arm's style
               max_dishonest:float|None=None,  # largest share of long outputs with an `ok` after a wrong value (None: report only)
              ) -> list[Gate]:
     "The lab's own validity gates: every arm's outputs in its teacher's style (largest student), honest long checks."
     from mixcot_nb.problems import load_problems
-    from mixcot_nb.report import Gate, load_results
+    from mixcot_nb.report import load_results
     run = RunDir(run_dir)
     recipe = json.loads((run.root/"manifest.json").read_text())["recipe"]
     results = load_results(run)
@@ -686,30 +742,12 @@ def lab_gates(run_dir,                     # a lab run's folder (written by `mix
               if (f := run.root/"bases"/s/"mixcot_lab.json").exists()}
     if not params: return []
     top = max(params, key=params.get)
-    problems = {q.id: parse_puzzle(q.problem) for b, path in recipe["eval"].get("data", {}).items()
-                for q in load_problems(b, path=path)}
-    gates = []
-    arms = dict.fromkeys(a for s in results if s.split(".")[0] == top for a in results[s] if a != "base")
-    for arm in arms:
-        styles, recs = arm_styles(recipe, arm), [r for s in results if s.split(".")[0] == top for r in _records(run, s, arm)]
-        if not styles or not recs:
-            gates.append(Gate(name=f"style:{arm}", passed=False, detail=f"{top}: not computed ({'no lab teacher' if not styles else 'no records'})"))
-            continue
-        share = sum(any(in_style(r["response"], st) for st in styles) for r in recs) / len(recs)
-        gates.append(Gate(name=f"style:{arm}", passed=share >= min_style,
-                          detail=f"{top} ({params[top]:,} parameters): {100 * share:.1f}% of {len(recs)} outputs in "
-                                 f"{' or '.join(styles)} style (at least {100 * min_style:g}%)"))
+    replicas = [s for s in results if s.split(".")[0] == top]
+    arms = dict.fromkeys(a for s in replicas for a in results[s] if a != "base")
+    gates = [style_gate(run, recipe, replicas, arm, f"{top} ({params[top]:,} parameters)", min_style) for arm in arms]
     longs = [(s, a) for s in results for a in results[s] if a != "base" and "long" in arm_styles(recipe, a)]
-    seen = dishonest = 0
-    for s, a in longs:
-        for r in _records(run, s, a):
-            p = problems.get(r["problem_id"])
-            if p is None or "check" not in r["response"]: continue
-            seen += 1; dishonest += dishonest_oks(r["response"], p) > 0
     if longs:
-        share = dishonest / seen if seen else 0.0
-        gates.append(Gate(name="check-honesty", passed=max_dishonest is None or share <= max_dishonest,
-                          detail=f"outputs of arms with long data that write an `ok` after a wrong value: {dishonest} of {seen}"
-                                 + (f" ({100 * share:.1f}%)" if seen else "")
-                                 + (f" (at most {100 * max_dishonest:g}%)" if max_dishonest is not None else "; reported, not a criterion")))
+        puzzles = {q.id: parse_puzzle(q.problem) for b, path in recipe["eval"].get("data", {}).items()
+                   for q in load_problems(b, path=path)}
+        gates.append(honesty_gate(run, longs, puzzles, max_dishonest))
     return gates

@@ -10,7 +10,7 @@ import contextlib, copy, hashlib, json, os, random, shutil, warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict, deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, yaml
 from pydantic import Field, create_model, model_validator
@@ -25,9 +25,9 @@ if TYPE_CHECKING: import datasets
 
 # %% auto #0
 __all__ = ['BUILTIN_MIXES', 'PAIRS', 'ARM_DEFAULTS', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts',
-           'fetch_texts', 'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'mix_lengths',
-           'mix_stats', 'plot_lengths', 'mix_card', 'save_mix', 'load_mix', 'export_alpaca', 'export_mix', 'MixRecipe',
-           'run_mixing']
+           'fetch_texts', 'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'MixPool',
+           'MixSummary', 'mix_lengths', 'mix_stats', 'plot_lengths', 'mix_card', 'save_mix', 'load_mix',
+           'export_alpaca', 'export_mix', 'MixRecipe', 'run_mixing']
 
 # %% ../nbs/05_mixing.ipynb #8db43ab4
 class MixSource(StrictModel):
@@ -46,6 +46,7 @@ def _renamed_overlength(data):
         data = {("overlength" if k == "over_length" else k): v for k, v in data.items()}
     return data
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e02
 class MixSpec(StrictModel):
     "One arm's data: sources, weights, how problems are pooled and how long responses may be."
     name: str  # the arm's name: its folder under `mixes/`
@@ -98,7 +99,8 @@ def builtin_mix(name:str, roles:dict[str, str],
 # %% ../nbs/05_mixing.ipynb #9ef6197d
 _META = pa.schema([("teacher", pa.string()), ("problem_id", pa.string()), ("sample_idx", pa.int64()),
                    ("correct", pa.bool_()), ("finish_reason", pa.string()), ("completion_tokens", pa.int64())])
-_TEXT = pa.schema([("problem_id", pa.string()), ("sample_idx", pa.int64()), ("text", pa.string())])
+_TEXT = pa.schema([("problem_id", pa.string()), ("sample_idx", pa.int64()), ("response", pa.string()),
+                   ("text", pa.string())])   # `text`: the output in stores from before `Trace.response`
 _PROBLEM = pa.schema([("id", pa.string()), ("problem", pa.string())])
 
 def _arrow_json(f, schema:pa.Schema) -> pa.Table:
@@ -158,6 +160,7 @@ def _scan_file(f:Path) -> pa.Table:
     return (t.append_column("offset", pa.array(np.asarray(starts[:len(t)], np.int64)))
              .append_column("length", pa.array(np.asarray(lengths[:len(t)], np.int64))))
 
+# %% ../nbs/05_mixing.ipynb #6b2c0003
 def _trace_files(store:TraceStore, teacher:str) -> list[Path]:
     files = sorted(store.run.traces(teacher).glob("*.jsonl"))
     if not files: raise FileNotFoundError(f"no traces for teacher {teacher!r} in {store.run.traces(teacher)}")
@@ -176,36 +179,42 @@ def scan_traces(store:TraceStore, teacher:str) -> pa.Table:
     return t.take(first.take(pc.sort_indices(first))) if len(first) < len(t) else t   # first copy of a key wins
 
 # %% ../nbs/05_mixing.ipynb #a4adf227
+def _one_text(t:pa.Table) -> pa.Table:
+    "Keys and `response` of `t`, taken from `text` on the lines of a store from before `Trace.response`."
+    return pa.table({"problem_id": t["problem_id"], "sample_idx": t["sample_idx"], "response": pc.coalesce(t["response"], t["text"])})
+
 def _parse_lines(lines:list[bytes]) -> pa.Table:
-    try: return _arrow_json(pa.BufferReader(b"\n".join(lines)), _TEXT)
+    try: return _one_text(_arrow_json(pa.BufferReader(b"\n".join(lines)), _TEXT))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.Table.from_pylist([Trace.model_validate_json(l).model_dump(include=set(_TEXT.names)) for l in lines],
-                                    schema=_TEXT)
+        return _one_text(pa.Table.from_pylist([Trace.model_validate_json(l).model_dump(include=set(_TEXT.names)) for l in lines],
+                                              schema=_TEXT))
 
 def _same_keys(got:pa.Table, want:pa.Table) -> bool:
-    return (len(got) == len(want) and got["text"].null_count == 0 and got["problem_id"].equals(want["problem_id"])
+    return (len(got) == len(want) and got["response"].null_count == 0 and got["problem_id"].equals(want["problem_id"])
             and got["sample_idx"].equals(want["sample_idx"]))
 
+# %% ../nbs/05_mixing.ipynb #6b2c0005
 def _texts_at(files:list[Path], fds:dict, want:pa.Table, whole:dict) -> pa.ChunkedArray:
     "Texts of the rows `want` in its order: read at their offsets, else (failing the key check) from whole files."
     if len(want) and pc.min(want["offset"]).as_py() >= 0:
         spans = zip(want["file"].to_pylist(), want["offset"].to_pylist(), want["length"].to_pylist())
         got = _parse_lines([os.pread(fds[i], n, o) for i, o, n in spans])
-        if _same_keys(got, want): return got["text"]
+        if _same_keys(got, want): return got["response"]
     fcol, parts, pos = want["file"].to_numpy(), [], []
     for i in np.unique(fcol):
         if i not in whole:
-            t = _read_arrow(files[i], _TEXT)
-            whole[i] = t.set_column(2, "text", t["text"].cast(pa.large_string()))   # a file's texts can pass 2 GB
+            t = _one_text(_read_arrow(files[i], _TEXT))
+            whole[i] = t.set_column(2, "response", t["response"].cast(pa.large_string()))   # a file's texts can pass 2 GB
         sel = np.flatnonzero(fcol == i)
         try: got = whole[i].take(want["row"].take(sel))
         except pa.ArrowIndexError: got = None
-        if got is not None and got["text"].null_count: read_jsonl(files[i], Trace)   # names the record without a text
+        if got is not None and got["response"].null_count: read_jsonl(files[i], Trace)   # names the record without a text
         if got is None or not _same_keys(got, want.take(sel)): raise RuntimeError(f"{files[i]}: the trace store changed while mixing")
-        parts.append(got["text"].cast(pa.string())); pos.append(sel)
-    texts = pa.chunked_array([c for p in parts for c in p.chunks], _TEXT.field("text").type)
+        parts.append(got["response"].cast(pa.string())); pos.append(sel)
+    texts = pa.chunked_array([c for p in parts for c in p.chunks], _TEXT.field("response").type)
     return texts.take(np.argsort(np.concatenate(pos))) if pos else texts
 
+# %% ../nbs/05_mixing.ipynb #6b2c0007
 def _iter_texts(files:list[Path], wanted:pa.Table, batch_bytes:int=1 << 25) -> Iterator[pa.ChunkedArray]:
     "Texts of the rows `wanted` (rows of `scan_traces`, `file` indexing `files`), in its order, in batches."
     cuts, size = [0], 0
@@ -295,6 +304,7 @@ def render_prompts(template:str, problems:pa.Array|pa.ChunkedArray) -> pa.Array:
     parts = [pa.scalar(x, problems.type) for x in render_prompt(template, "{problem}").split("{problem}")]
     return pc.binary_join_element_wise(parts[0], *[x for part in parts[1:] for x in (problems, part)], pa.scalar("", problems.type))
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e06
 def _eligible(t:pa.Table, s:MixSource, dropped:Counter) -> pa.Table:
     "The rows of `t` that source `s` accepts; the others counted in `dropped` by reason."
     keep = pc.is_valid(t["problem_id"])
@@ -308,6 +318,7 @@ def _eligible(t:pa.Table, s:MixSource, dropped:Counter) -> pa.Table:
         keep = pc.and_(keep, pc.invert(bad))
     return t.filter(keep)
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e09
 def _apply_budget(spec:MixSpec, store:TraceStore, teacher:str, t:pa.Table, cands:dict, problems:_Problems,
                   dropped:Counter) -> tuple[dict, list[int]]:
     "Measure every candidate of `teacher` with the student's tokenizer; keep those the budget and policy allow."
@@ -344,6 +355,7 @@ def _messages(users:pa.Array, assistants:pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
                                     pa.StructArray.from_arrays([role, content], names=["role", "content"]))
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e0b
 def _assemble(spec:MixSpec, store:TraceStore, tables:dict, rows:list, problems:_Problems, lengths:dict) -> pa.Table:
     "The rows `rows` chose, with their texts: columns `messages`, `problem_id`, `teacher`, `sample_idx`, `tokens`."
     chosen = defaultdict(list)
@@ -382,30 +394,34 @@ def _pool(spec:MixSpec, candidates:dict) -> list[str]:
     sets = [set(p for p, rs in candidates[s.teacher].items() if len(rs) >= spec.per_problem) for s in spec.sources]
     return sorted(set.intersection(*sets) if spec.pool == "intersection" else set.union(*sets))
 
-def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=None, progress:bool=True) -> dict:
-    "Build mix `spec` from the trace store of `run` into `mixes/<name>/`; return its stats."
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    store = TraceStore(run)
-    sources = spec.sources + [MixSource(teacher=t, weight=1) for t in spec.pool_with]   # pool teachers: default filters
-    with ThreadPoolExecutor(os.cpu_count()) as ex:   # every source and the problems at once: Arrow parses without the GIL
-        scans = [ex.submit(scan_traces, store, s.teacher) for s in sources]
-        problems = _Problems.of(problems) if problems is not None else ex.submit(_Problems.read, run).result()
-        scans = [x.result() for x in scans]
-    dropped, tables, candidates, lengths, scanned = Counter(), {}, {}, {}, {}
+# %% ../nbs/05_mixing.ipynb #6b1d0e0e
+def _candidates(sources:list[MixSource], scans:list[pa.Table], problems:_Problems, dropped:Counter) -> tuple[dict, dict, dict]:
+    "Each source's eligible rows, its candidates (problem id -> row numbers) and how many traces it had."
+    tables, candidates, scanned = {}, {}, {}
     for s, t in zip(sources, scans):
         scanned[s.teacher] = len(t)
         t = _eligible(t, s, dropped)
         if unknown := problems.find(t["problem_id"]).null_count:
             missing = t["problem_id"].filter(pc.is_null(problems.find(t["problem_id"])))
             raise UnknownNameError(f"{unknown} problem ids of teacher {s.teacher!r} are not among the run's problems, e.g. {missing[0]}")
-        pids = t["problem_id"].to_pylist()
         tables[s.teacher], cand = t, defaultdict(list)
-        for i, p in enumerate(pids): cand[p].append(i)
+        for i, p in enumerate(t["problem_id"].to_pylist()): cand[p].append(i)
         candidates[s.teacher] = cand
+    return tables, candidates, scanned
+
+# %% ../nbs/05_mixing.ipynb #6b2c000a
+def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=None, progress:bool=True) -> MixSummary:
+    "Build mix `spec` from the trace store of `run` into `mixes/<name>/`; return its summary."
+    run, sources = run if isinstance(run, RunDir) else RunDir(run), spec.sources + [MixSource(teacher=t, weight=1) for t in spec.pool_with]
+    store, dropped, lengths = TraceStore(run), Counter(), {}
+    with ThreadPoolExecutor(os.cpu_count()) as ex:   # every source and the problems at once: Arrow parses without the GIL
+        scans = [ex.submit(scan_traces, store, s.teacher) for s in sources]
+        problems = _Problems.of(problems) if problems is not None else ex.submit(_Problems.read, run).result()
+        tables, candidates, scanned = _candidates(sources, [x.result() for x in scans], problems, dropped)
     if spec.tokenizer is not None:
         for s in sources:
-            candidates[s.teacher], lengths[s.teacher] = _apply_budget(spec, store, s.teacher, tables[s.teacher],
-                                                                      candidates[s.teacher], problems, dropped)
+            candidates[s.teacher], lengths[s.teacher] = _apply_budget(spec, store, s.teacher, tables[s.teacher], candidates[s.teacher],
+                                                                      problems, dropped)
     decon = _decontaminate(spec, candidates, problems, dropped) if spec.decontaminate else None
     eligible = {s.teacher: len(candidates[s.teacher]) for s in sources}
     _bound_pool(spec, candidates, dropped)
@@ -413,13 +429,51 @@ def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=Non
         if not candidates[s.teacher]:
             why = ", ".join(f"{n} {r}" for (t, r), n in dropped.items() if t == s.teacher and n)
             raise InputError(f"mix {spec.name!r}: no eligible response from {s.teacher} ({scanned[s.teacher]} traces: {why})")
-    pool = _pool(spec, candidates)
-    table = _assemble(spec, store, tables, assign({s.teacher: candidates[s.teacher] for s in spec.sources}, spec), problems, lengths)
-    stats = mix_stats(spec, table, dropped, {s.teacher: candidates[s.teacher] for s in spec.sources}, decon) | {
-        "pool": {"teachers": [s.teacher for s in sources], "paired_with": spec.pool_with, "problems": len(pool),
-                 "eligible_problems": eligible, "hash": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:16]}}
+    pool, mine = _pool(spec, candidates), {s.teacher: candidates[s.teacher] for s in spec.sources}
+    table = _assemble(spec, store, tables, assign(mine, spec), problems, lengths)
+    stats = mix_stats(spec, table, dropped, mine, decon)
+    stats.pool = MixPool(teachers=[s.teacher for s in sources], paired_with=spec.pool_with, problems=len(pool),
+                         eligible_problems=eligible, hash=hashlib.sha1("\n".join(pool).encode()).hexdigest()[:16])
     save_mix(run.mix(spec.name), table, stats, spec=spec, progress=progress)
     return stats
+
+# %% ../nbs/05_mixing.ipynb #6b1d0e0f
+class MixPool(StrictModel):
+    "The problems an arm draws from: its teachers, its size, and a hash of its problem ids (one pool, one hash)."
+    teachers: list[str]                # the sources and the `pool_with` teachers
+    paired_with: list[str] = []        # the `pool_with` teachers (the arm's pair)
+    problems: int                      # problems in the pool
+    eligible_problems: dict[str, int] = {}  # problems each teacher had eligible responses for, before pairing
+    hash: str                          # of the sorted problem ids
+
+# %% ../nbs/05_mixing.ipynb #6b2c000c
+class MixSummary(StrictModel):
+    "One arm's data in numbers (its `stats.json`)."
+    name: str                          # the arm
+    rows: int                          # examples in the mix
+    problems: int                      # distinct problems among them
+    weights: dict[str, float]          # each source's normalised weight
+    rows_per_source: dict[str, int]
+    share_per_source: dict[str, float]
+    eligible_problems_per_source: dict[str, int] = {}  # problems each source had candidates for, after every filter
+    length_unit: Literal["tokens", "chars"] = "chars"
+    length_per_source: dict[str, dict[str, Any]]  # `core.distribution` of each source's lengths
+    length_overall: dict[str, Any]
+    dropped: dict[str, int] = {}       # `<teacher>:<reason>` -> rows (incorrect, truncated, overlength, decontaminated, unpaired)
+    decontaminated_problems: int = 0
+    pool: MixPool | None = None        # None in mixes written before the pool was recorded
+
+    def __repr__(self):
+        per = ", ".join(f"{t} {n}" for t, n in self.rows_per_source.items())
+        pool = f", pool {self.pool.problems} problems" if self.pool else ""
+        dropped = sum(self.dropped.values())
+        return (f"MixSummary({self.name!r}: {self.rows} rows ({per}) over {self.problems} problems{pool}, "
+                f"median {self.length_overall.get('median')} {self.length_unit}, {dropped} rows dropped)")
+    __str__ = __repr__
+
+    def save(self, path) -> Path:
+        "Write as JSON with the keys it has (no `pool` key where none was recorded)."
+        return write_json(path, self.model_dump(mode="json", exclude_none=True))
 
 # %% ../nbs/05_mixing.ipynb #8d5c31dd
 def mix_lengths(table:pa.Table) -> tuple[str, dict[str, np.ndarray]]:
@@ -429,54 +483,54 @@ def mix_lengths(table:pa.Table) -> tuple[str, dict[str, np.ndarray]]:
     teachers = pc.unique(table["teacher"]).to_pylist()
     return unit, {t: xs.filter(pc.equal(table["teacher"], t)).to_numpy().astype(np.int64) for t in teachers}
 
-def mix_stats(spec:MixSpec, table:pa.Table, dropped:Counter, candidates:dict, decon=None) -> dict:
+def mix_stats(spec:MixSpec, table:pa.Table, dropped:Counter, candidates:dict, decon=None) -> MixSummary:
     "Rows per source, token (or character) lengths per source and overall, and dropped rows by source and reason."
     unit, lengths = mix_lengths(table)
     per = {s.teacher: lengths.get(s.teacher, np.zeros(0, np.int64)) for s in spec.sources}
-    return {"name": spec.name, "rows": len(table), "problems": len(pc.unique(table["problem_id"])),
-            "weights": spec.weights, "rows_per_source": {t: len(v) for t, v in per.items()},
-            "share_per_source": {t: len(v) / max(len(table), 1) for t, v in per.items()},
-            "eligible_problems_per_source": {t: len(c) for t, c in candidates.items()},
-            "length_unit": unit, "length_per_source": {t: distribution(v) for t, v in per.items()},
-            "length_overall": distribution(np.concatenate(list(per.values()))),
-            "dropped": {f"{t}:{why}": n for (t, why), n in sorted(dropped.items()) if n},
-            "decontaminated_problems": len(decon.flagged) if decon else 0}
+    return MixSummary(name=spec.name, rows=len(table), problems=len(pc.unique(table["problem_id"])), weights=spec.weights,
+        rows_per_source={t: len(v) for t, v in per.items()}, share_per_source={t: len(v) / max(len(table), 1) for t, v in per.items()},
+        eligible_problems_per_source={t: len(c) for t, c in candidates.items()},
+        length_unit=unit, length_per_source={t: distribution(v) for t, v in per.items()},
+        length_overall=distribution(np.concatenate(list(per.values()))),
+        dropped={f"{t}:{why}": n for (t, why), n in sorted(dropped.items()) if n},
+        decontaminated_problems=len(decon.flagged) if decon else 0)
 
 # %% ../nbs/05_mixing.ipynb #60f7f521
-def plot_lengths(table:pa.Table, stats:dict, path:Path|None=None):
+def plot_lengths(table:pa.Table, stats:MixSummary, path:Path|None=None):
     "A length histogram per source; saved to `path` when given."
     from matplotlib.figure import Figure     # not pyplot: no backend chosen, no global figure to close
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
     unit, lengths = mix_lengths(table)
-    for t in stats["rows_per_source"]:
+    for t in stats.rows_per_source:
         if len(xs := lengths.get(t, [])): ax.hist(xs, bins=40, alpha=0.6, histtype="stepfilled", label=f"{t} (n={len(xs)})")
-    ax.set(xlabel=f"response length ({unit})", ylabel="rows", title=f"mix {stats['name']}")
+    ax.set(xlabel=f"response length ({unit})", ylabel="rows", title=f"mix {stats.name}")
     ax.legend(fontsize=8); fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110)
     return fig
 
 # %% ../nbs/05_mixing.ipynb #6a382dbb
-def mix_card(stats:dict, spec:MixSpec|None=None, data_file:str="data/train.parquet") -> str:
+def mix_card(stats:MixSummary, spec:MixSpec|None=None, data_file:str="data/train.parquet") -> str:
     "The mix folder's `README.md`: a dataset card with the data files for `load_dataset`, counts, pool and recipe."
     meta = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
             "task_categories": ["text-generation"], "language": ["en"], "tags": ["mixcot", "chain-of-thought", "distillation"]}
-    rows = [f"| {t} | {stats['weights'].get(t, 0):.2f} | {n} | {stats['share_per_source'][t]:.3f} | "
-            f"{stats['eligible_problems_per_source'].get(t, 0)} | {stats['length_per_source'][t].get('median', '')} |"
-            for t, n in stats["rows_per_source"].items()]
+    rows = [f"| {t} | {stats.weights.get(t, 0):.2f} | {n} | {stats.share_per_source[t]:.3f} | "
+            f"{stats.eligible_problems_per_source.get(t, 0)} | {stats.length_per_source[t].get('median', '')} |"
+            for t, n in stats.rows_per_source.items()]
     recipe = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True).strip() if spec else "(not recorded)"
     pool = f"{spec.pool}, {spec.per_problem} response(s) per problem, seed {spec.seed}" if spec else "(not recorded)"
-    dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items()) or "none"
-    return "\n".join(["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# Mix `{stats['name']}`", "",
-        f"An SFT dataset built by [mixcot](https://github.com/mixcot/mixcot): {stats['rows']} rows over {stats['problems']} "
+    dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items()) or "none"
+    return "\n".join(["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# Mix `{stats.name}`", "",
+        f"An SFT dataset built by [mixcot](https://github.com/mixcot/mixcot): {stats.rows} rows over {stats.problems} "
         "problems, one conversation per row (`messages`: the user turn with the problem, the teacher's response), with "
         "`problem_id`, `teacher`, `sample_idx` and `tokens` (the student's token count, where a tokenizer was given).", "",
-        f"| source | weight | rows | share | eligible problems | median length ({stats['length_unit']}) |", "|---|---|---|---|---|---|",
-        *rows, "", f"Pool: {pool}. Dropped: {dropped}. Decontaminated problems: {stats['decontaminated_problems']}.", "",
+        f"| source | weight | rows | share | eligible problems | median length ({stats.length_unit}) |", "|---|---|---|---|---|---|",
+        *rows, "", f"Pool: {pool}. Dropped: {dropped}. Decontaminated problems: {stats.decontaminated_problems}.", "",
         "Load it with `datasets.load_dataset(\"<this folder>\")`. The arm's recipe (`mixcot_nb.mixing.MixSpec`):", "",
         "```yaml", recipe, "```", ""])
 
-def save_mix(path:Path, table:pa.Table, stats:dict, spec:MixSpec|None=None, progress:bool=True) -> Path:
+# %% ../nbs/05_mixing.ipynb #6b1d0e14
+def save_mix(path:Path, table:pa.Table, stats:MixSummary, spec:MixSpec|None=None, progress:bool=True) -> Path:
     "Write a mix folder atomically: `data/train-<fingerprint>.parquet`, `README.md`, `dataset/`, `stats.json`, `lengths.png`."
     path = Path(path)
     with lock_file(path.with_name(f".{path.name}.lock"), f"mix {path}"):   # one writer: leftovers are safe to remove
@@ -489,15 +543,16 @@ def _leftovers(path:Path) -> list[Path]:
     return [p for p in path.parent.glob(".*") if p.is_dir() and p.name.startswith(pre)
             and ((rest := p.name[len(pre):]) == "old" or (len(rest) == 8 and "." not in rest))]
 
-def _save_mix(path:Path, table:pa.Table, stats:dict, spec:MixSpec|None, progress:bool) -> Path:
+# %% ../nbs/05_mixing.ipynb #6b1d0e16
+def _save_mix(path:Path, table:pa.Table, stats:MixSummary, spec:MixSpec|None, progress:bool) -> Path:
     import pyarrow.parquet as pq
     from datasets import Dataset
     tmp = temp_dir_beside(path)
     try:
-        fingerprint = hashlib.sha1(json.dumps([str(path.resolve()), stats, spec and spec.model_dump(mode="json")],
+        fingerprint = hashlib.sha1(json.dumps([str(path.resolve()), stats.model_dump(mode="json", exclude_none=True), spec and spec.model_dump(mode="json")],
                                               sort_keys=True).encode()).hexdigest()[:16]
         with progress_bars(progress): Dataset(table, fingerprint=fingerprint).save_to_disk(str(tmp/"dataset"))
-        write_json(tmp/"stats.json", stats)
+        stats.save(tmp/"stats.json")
         data_file = f"data/train-{fingerprint}.parquet"   # a name per content: `load_dataset` caches by file name
         (tmp/"data").mkdir()
         pq.write_table(table, tmp/data_file)
@@ -512,6 +567,7 @@ def _save_mix(path:Path, table:pa.Table, stats:dict, spec:MixSpec|None, progress
     shutil.rmtree(old, ignore_errors=True)
     return path
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e18
 def load_mix(path) -> "datasets.Dataset":
     "The SFT dataset of a mix folder."
     from datasets import load_from_disk
@@ -540,8 +596,8 @@ _ArmDefaults = create_model("_ArmDefaults", __base__=StrictModel,       # those 
                             **{k: (MixSpec.model_fields[k].annotation, copy.copy(MixSpec.model_fields[k])) for k in ARM_DEFAULTS})
 
 class MixRecipe(_ArmDefaults):
-    "The arms of one experiment."
-    run_dir: str = Field(min_length=1)  # the run's folder: traces are read from it, mixes written to `<run_dir>/mixes/`
+    "The arms of one experiment, read from and written into the shared run folder `run_dir` (`output_dir` names a folder one stage owns)."
+    run_dir: str = Field(min_length=1)  # the run's folder (`core.RunDir` layout): traces are read from it, mixes written to `<run_dir>/mixes/`
     roles: dict[Literal["long", "short", "large", "small"], str] = {}  # the teacher in each role of the built-in arms
     arms: list[str | MixSpec]  # built-in arm names (long, short, large, small, mix-long, mix-large) or full `MixSpec`s
     paired: bool = True                # built-in arms draw from their pair's pool (the paper's design); False: each its own
@@ -553,6 +609,7 @@ class MixRecipe(_ArmDefaults):
         shared = {k: getattr(self, k) for k in ARM_DEFAULTS}
         return [builtin_mix(a, self.roles, self.paired, **shared) if isinstance(a, str) else a for a in self.arms]
 
-def run_mixing(recipe:MixRecipe, only:list[str]|None=None, progress:bool=True) -> dict[str, dict]:
-    "Build every arm of `recipe` (or those named in `only`); return stats per arm."
+# %% ../nbs/05_mixing.ipynb #6b1d0e1a
+def run_mixing(recipe:MixRecipe, only:list[str]|None=None, progress:bool=True) -> dict[str, MixSummary]:
+    "Build every arm of `recipe` (or those named in `only`); return each arm's summary."
     return {s.name: build_mix(s, recipe.run_dir, progress=progress) for s in recipe.specs() if not only or s.name in only}

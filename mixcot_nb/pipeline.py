@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 from pydantic import Field, model_validator
+from pydantic_core import to_jsonable_python
 from tqdm.auto import tqdm
 
 from .core import (InputError, MixcotError, RecipeError, RunDir, StrictModel, UnknownNameError, append_jsonl, check_name, load_recipe, lock_file,
@@ -48,6 +49,7 @@ class StudentSpec(StrictModel):
         "Where the student's base model is: its Hub id or path, or the folder its `build` writes."
         return self.model_name_or_path or str(Path(run_dir)/"bases"/self.name)
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0002
 class ExperimentRecipe(StrictModel):
     "One experiment: teachers x arms x students x benchmarks."
     run_dir: str = Field(min_length=1)  # the run's folder: world, traces, mixes, models, evals, report, manifest
@@ -79,6 +81,7 @@ class ExperimentRecipe(StrictModel):
             raise ValueError("arms: the name 'base' is reserved for the students before fine-tuning (`eval_base`); rename the arm")
         return self
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0004
 @dataclass
 class Replica:
     "One student as fine-tuned: under one budget rule and one seed (the student itself when neither is varied)."
@@ -119,8 +122,8 @@ class Unit:
     config: dict                              # the settings that decide the result
     deps: list[str] = field(default_factory=list)  # units whose outputs it reads
     outputs: list[Path] = field(default_factory=list)
-    run: Callable[[dict, bool], dict] | None = None  # given the finished dependencies' results and whether to show
-                                              # progress bars, returns this unit's result
+    run: Callable[[dict, bool], object] | None = None  # given the finished dependencies' results (JSON) and whether to
+                                              # show progress bars, returns this unit's result: its stage's summary or a dict
     check: Callable[[], object] | None = None  # validates the stage recipe before anything runs
     info: dict = field(default_factory=dict)  # what `unit_resources` reads: model, engine, judge, launch
 
@@ -164,6 +167,7 @@ def _base_unit(r:ExperimentRecipe, s:StudentSpec) -> Unit:
 
 def _world_dep(r:ExperimentRecipe) -> list[str]: return ["world"] if r.world else []
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0006
 def _sample_unit(r:ExperimentRecipe, t:TeacherSpec, hashes:dict) -> Unit:
     run = RunDir(r.run_dir)
     recipe = SampleRecipe(run_dir=r.run_dir, seed=r.seed, problems=r.problems, teachers=[t], chunk_size=r.chunk_size)
@@ -226,10 +230,10 @@ def _eval_unit(r:ExperimentRecipe, rep:Replica, arm:str, source:str, hashes:dict
         from mixcot_nb.evaluation import EvalRecipe
         return parse_recipe({**base, "model": model, "adapter": adapter}, EvalRecipe, source, f"students[{s.name}].eval" if s.eval else "eval")
     def go(done:dict, progress:bool):
-        from mixcot_nb.evaluation import run_eval
+        from mixcot_nb.evaluation import run_evaluation
         trained = done.get(f"train:{s.name}:{arm}", {})
         model, adapter = trained.get("model_path", s.model_path(r.run_dir)), trained.get("adapter_path")
-        return {"summaries": run_eval(recipe(model, adapter), progress=progress)}
+        return run_evaluation(recipe(model, adapter), progress=progress)
     eng = ev.get("engine", {"engine": "transformers"})
     info = {"model": rep.student.model_path(r.run_dir), "engine": {"engine": eng} if isinstance(eng, str) else eng, "judge": ev.get("judge")}
     return Unit(f"eval:{s.name}:{arm}", "eval", config, deps, [run.evals(s.name, arm)], go, recipe, info)
@@ -259,6 +263,7 @@ def local_paths(r:ExperimentRecipe) -> list[str]:
     run = Path(r.run_dir).resolve()
     return sorted({p for p in paths if p and Path(p).exists() and not Path(p).resolve().is_relative_to(run)})
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0008
 def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> list[Unit]:
     "Every unit of the experiment `r`, in the order they run; `hashes` are the local data hashes, if already known."
     hashes = {p: data_hash(p) for p in local_paths(r)} if hashes is None else hashes
@@ -300,6 +305,7 @@ class UnitState:
         self.data.update(kw)
         write_json(self.path, self.data)
 
+# %% ../nbs/10_pipeline.ipynb #7c2e000b
 def _log(run_dir, **event):
     append_jsonl(Path(run_dir)/"units"/"events.jsonl", [{"time": round(time.time(), 3), **event}])
 
@@ -343,19 +349,20 @@ def select(units:list[Unit], only:list[str]|None) -> list[Unit]:
         raise UnknownNameError(f"--only: no unit matches {unmatched}; units look like {', '.join(u.id for u in units[:3])}, ...")
     return picked
 
+# %% ../nbs/10_pipeline.ipynb #7c2e000e
 def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict, progress:bool) -> dict:
     if state["key"] not in (None, key): _stale(r.run_dir, u, state["key"])
     if state["key"] != key: state.data.update(starts=0, completions=0, result=None)
     t0 = time.time()
     state.save(key=key, status="running", started=t0, error=None, starts=(state["starts"] or 0) + 1)
     _log(r.run_dir, unit=u.id, key=key, event="start")
-    try: result = u.run(done, progress)
+    try: result = to_jsonable_python(u.run(done, progress))   # a stage's summary (a pydantic model) or a dict, as JSON
     except BaseException as e:
         state.save(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.time() - t0, 2),
-                   **({"launch": e.launch} if hasattr(e, "launch") else {}))
+                   **({"launch": to_jsonable_python(e.launch)} if hasattr(e, "launch") else {}))
         _log(r.run_dir, unit=u.id, key=key, event="failed")
         raise
-    if isinstance(result, dict) and "launch" in result: state.save(launch=result["launch"])   # command, log, exit status
+    if isinstance(result, dict) and result.get("launch"): state.save(launch=result["launch"])   # command, log, exit status
     state.save(status="done", result=result, finished=time.time(), seconds=round(time.time() - t0, 2),
                completions=(state["completions"] or 0) + 1)
     _log(r.run_dir, unit=u.id, key=key, event="done")
@@ -364,6 +371,27 @@ def _run_unit(r:ExperimentRecipe, u:Unit, key:str, state:UnitState, done:dict, p
 def _world() -> tuple[int, int]:
     "This process's rank and the world size under `torchrun` or `accelerate launch` (0, 1 otherwise)."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+# %% ../nbs/10_pipeline.ipynb #7c3f0101
+def _run_in_order(r:ExperimentRecipe, pending:list[Unit], states:dict, keys:dict, lead:bool, bar,
+                  manifest:Callable[[], object]) -> list[str]:
+    "Run `pending` one after another in this process; under a distributed launch every rank runs, rank 0 (`lead`) keeps the books."
+    ran = []
+    with progress_bars(False):               # one bar for the run: the units' own bars and the libraries' stay off
+        for u in pending:
+            _check_inputs(r.run_dir, u, u.deps, states, keys)
+            bar.set_postfix_str(u.id)
+            done = {d: states[d]["result"] for d in u.deps}
+            if not lead: u.run(done, False)
+            else:
+                with _unit_lock(r.run_dir, u.id):
+                    states[u.id] = UnitState(r.run_dir, u.id)
+                    if states[u.id].done(keys[u.id]): bar.update(); continue   # another run finished it since we planned
+                    try: _run_unit(r, u, keys[u.id], states[u.id], done, False)
+                    finally: manifest()
+            ran.append(u.id)
+            bar.update()
+    return ran
 
 # %% ../nbs/10_pipeline.ipynb #e5179801
 def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<recipe>", progress:bool=True,
@@ -382,28 +410,13 @@ def run_experiment(r:ExperimentRecipe, only:list[str]|None=None, source:str="<re
         if u.check: u.check()
     lead = rank == 0                         # under torchrun every rank trains; rank 0 alone keeps the books
     if lead: write_manifest(r, units, keys, source, hashes)
-    t0, ran = time.time(), []
+    t0 = time.time()
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="units", unit="unit", disable=not (progress and lead))
     if jobs > 1:
         ids = {u.id for u in pending}
         for u in pending: _check_inputs(r.run_dir, u, [d for d in u.deps if d not in ids], states, keys)
         ran = _run_side_by_side(r, pending, jobs, bar)
-        bar.close()
-        return {"ran": ran, "skipped": [u.id for u in todo if u.id not in ran], "seconds": round(time.time() - t0, 2)}
-    with progress_bars(False):               # one bar for the run: the units' own bars and the libraries' stay off
-        for u in pending:
-            _check_inputs(r.run_dir, u, u.deps, states, keys)
-            bar.set_postfix_str(u.id)
-            done = {d: states[d]["result"] for d in u.deps}
-            if not lead: u.run(done, False)
-            else:
-                with _unit_lock(r.run_dir, u.id):
-                    states[u.id] = UnitState(r.run_dir, u.id)
-                    if states[u.id].done(keys[u.id]): bar.update(); continue   # another run finished it since we planned
-                    try: _run_unit(r, u, keys[u.id], states[u.id], done, False)
-                    finally: write_manifest(r, units, keys, source, hashes)
-            ran.append(u.id)
-            bar.update()
+    else: ran = _run_in_order(r, pending, states, keys, lead, bar, lambda: write_manifest(r, units, keys, source, hashes))
     bar.close()
     return {"ran": ran, "skipped": [u.id for u in todo if u.id not in ran], "seconds": round(time.time() - t0, 2)}
 
@@ -430,6 +443,7 @@ def _last_line(path:Path) -> str:
     lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.exists() else []
     return lines[-1].strip()[:300] if lines else "no output"
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0010
 def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> list[str]:
     "Run `pending` in up to `jobs` worker processes, each unit once its inputs are done; a failure stops only its dependents."
     left, running, ran, failed = {u.id: u for u in pending}, {}, [], {}
@@ -462,7 +476,6 @@ def _run_side_by_side(r:ExperimentRecipe, pending:list[Unit], jobs:int, bar) -> 
                             + "; ".join(f"{uid}: {why}" for uid, why in failed.items()))
     return ran
 
-
 # %% ../nbs/10_pipeline.ipynb #f868cad8
 def _holder_alive(run_dir, uid:str) -> bool:
     "Whether the process whose pid is in unit `uid`'s lock file is alive (a killed `mixcot run` leaves the unit `running`)."
@@ -489,6 +502,7 @@ def experiment_status(run_dir) -> dict:
     for u in units.values(): counts[u["status"]] = counts.get(u["status"], 0) + 1
     return {"run_dir": str(run_dir), "units": units, "counts": counts}
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0012
 def format_status(status:dict) -> str:
     "The status as text: counts, the data units, and a student x arm grid of train/eval states."
     units = status["units"]
@@ -527,6 +541,7 @@ class ResourceSpec(StrictModel):
     time: dict[str, str] = {}                # Slurm time limit per stage (default `_TIME`)
     account: str | None = None
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0014
 # layers, hidden, heads, kv heads, head dim, intermediate, vocab, tied embeddings (the models' config.json)
 MODEL_SHAPES = {
     "Qwen/Qwen2.5-0.5B-Instruct": (24, 896, 14, 2, 64, 4864, 151936, True),
@@ -588,6 +603,7 @@ def train_memory(shape:dict, strategy:str, world:int, train:dict,
     out = {k: round(v / _GB, 1) for k, v in out.items()} | {"overhead": _OVERHEAD_GB}
     return out | {"total": round(sum(out.values()), 1)}
 
+# %% ../nbs/10_pipeline.ipynb #7c2e0017
 def serve_memory(shape:dict, gpu_memory_gb:float, tensor_parallel_size:int=1, gpu_memory_utilization:float=0.9,
                  max_model_len:int|None=None) -> dict[str, float]:
     "Estimated GB per GPU of a vLLM engine: bf16 weights, the KV cache left under the utilisation, and how many full-length sequences it holds."
@@ -614,6 +630,7 @@ def _serve_estimate(eng:dict, model:str, res:ResourceSpec) -> dict|None:
     return serve_memory(shape, res.gpu_memory_gb, eng.get("tensor_parallel_size", 1), eng.get("gpu_memory_utilization", 0.9),
                         eng.get("max_model_len"))
 
+# %% ../nbs/10_pipeline.ipynb #7c2e001a
 def unit_resources(u:Unit, res:ResourceSpec) -> dict:
     "What unit `u` asks of the cluster (GPUs, nodes, CPUs, host memory, partition, time) and its memory estimate."
     gpus, nodes, launcher, memory = 0, 1, None, None
@@ -638,6 +655,7 @@ def unit_resources(u:Unit, res:ResourceSpec) -> dict:
             "mem_gb": res.mem_gb * gpus // res.gpus_per_node if gpus else res.cpu_mem_gb,
             "partition": res.gpu_partition if gpus else res.cpu_partition, "time": {**_TIME, **res.time}[u.stage]}
 
+# %% ../nbs/10_pipeline.ipynb #7c2e001d
 def _memory_text(m:dict|None, gpu_gb:float) -> str:
     if m is None: return ""
     if "total" in m:
@@ -681,6 +699,7 @@ def _sbatch(u:Unit, x:dict, res:ResourceSpec, recipe_file:str, log_dir:Path) -> 
     else: lines.append(f"mixcot run {recipe_file} --only '{u.id}'")
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/10_pipeline.ipynb #7c2e001f
 def slurm_scripts(r:ExperimentRecipe, recipe_file, out_dir, source:str="<recipe>") -> Path:
     "Write one batch script per unit not yet done into `out_dir`, and `submit.sh`, which submits each after only its own inputs."
     res = parse_recipe(r.resources, ResourceSpec, source, "resources")

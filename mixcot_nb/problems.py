@@ -55,6 +55,7 @@ def register_dataset(spec:DatasetSpec|dict, overwrite:bool=False) -> DatasetSpec
     DATASETS[spec.name] = spec
     return spec
 
+# %% ../nbs/02_problems.ipynb #3d4f0002
 for _spec in [
     DatasetSpec(name="math_train", hub_id="EleutherAI/hendrycks_math", hub_configs=_math_subjects, split="train",
                 fields=FieldMap(subject=["type"]), answer_rule="boxed_solution",
@@ -116,6 +117,7 @@ def _pick(row:dict, names:list[str]):
         if n in row: return n, row[n]
     return None, None
 
+# %% ../nbs/02_problems.ipynb #3d4f0005
 def row_to_problem(row:dict, spec:DatasetSpec) -> Problem:
     "Normalise one source `row` to a `Problem` following `spec` (the id is set later by `assign_ids`)."
     f = spec.fields
@@ -139,6 +141,7 @@ def row_to_problem(row:dict, spec:DatasetSpec) -> Problem:
     return Problem(id="", dataset=spec.name, problem=text, answer=answer, solution=solution, level=level_str(level),
                    subject=None if subject is None else str(subject), source_id=None if sid is None else str(sid), meta=meta)
 
+# %% ../nbs/02_problems.ipynb #3d4f0007
 def assign_ids(problems:list[Problem]) -> list[Problem]:
     "Give each problem its stable id; repeated texts get `-2`, `-3`, ... in order."
     seen = Counter()
@@ -163,6 +166,7 @@ def _local_rows(path:Path) -> Iterable[tuple[str, dict]]:
     else:
         for i, row in enumerate(iter_jsonl(path), 1): yield f"{path}:{i}", row
 
+# %% ../nbs/02_problems.ipynb #3d4f000a
 def _hub_rows(spec:DatasetSpec, split:str) -> Iterable[tuple[str, dict]]:
     from datasets import load_dataset
     if spec.hub_id is None: raise InputError(f"dataset {spec.name!r} has no hub_id; pass path= to a local copy")
@@ -191,6 +195,7 @@ def word_ngrams(text:str, n:int=8) -> set[tuple[str, ...]]:
     if len(words) < n: return {tuple(words)} if words else set()
     return {tuple(words[i:i+n]) for i in range(len(words) - n + 1)}
 
+# %% ../nbs/02_problems.ipynb #3d4f000c
 def find_overlaps(train:list[Problem], evals:list[Problem], n:int=8, min_overlap:float=0.5,
                   progress:bool=False) -> dict[str, list[str]]:
     "Map each training problem id to the evaluation ids sharing at least `min_overlap` of its n-grams."
@@ -205,6 +210,7 @@ def find_overlaps(train:list[Problem], evals:list[Problem], n:int=8, min_overlap
         if found: hits[p.id] = found
     return hits
 
+# %% ../nbs/02_problems.ipynb #3d4f000e
 class DecontaminationReport(StrictModel):
     "Which training problems overlap which evaluation problems."
     n: int

@@ -6,12 +6,13 @@ Docs: https://mixcot.github.io/mixcot/report.html.md"""
 
 # %% ../nbs/08_report.ipynb #307c7c14
 from __future__ import annotations
-import csv, html, io, json, math, re, statistics, warnings
+import csv, html, io, math, re, statistics, warnings
 from pathlib import Path
 
 import numpy as np
 
-from .core import PAPER_BENCHMARKS, InputError, RunDir, StrictModel, iter_jsonl, agg_figure, paper_average, write_json
+from .core import (PAPER_BENCHMARKS, BenchmarkSummary, EvalSummary, RunDir, StrictModel, agg_figure, iter_jsonl, paper_average,
+                            read_summary, write_json)
 
 # %% auto #0
 __all__ = ['ARMS', 'GAPS', 'GAINS', 'PAPER_SIZES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'paper_run', 'load_results',
@@ -59,102 +60,100 @@ def paper_run(path, students:list[str]|None=None) -> RunDir:
     for student, arms in PAPER_TABLE3.items():
         if students is not None and student not in students: continue
         for arm, row in arms.items():
-            benches = {b: {"accuracy": row[b] / 100, "n": None} for b in PAPER_BENCHMARKS}
-            write_json(run.evals(student, arm)/"summary.json",
-                       {"model": f"paper:{student}:{arm}", "num_parameters": PAPER_SIZES[student], "benchmarks": benches,
-                        "paper_average": paper_average(benches), "source": "Li et al. 2025, Table 3"})
+            benches = {b: BenchmarkSummary(accuracy=row[b] / 100) for b in PAPER_BENCHMARKS}
+            summary = EvalSummary(model=f"paper:{student}:{arm}", num_parameters=int(PAPER_SIZES[student]), benchmarks=benches,
+                                  paper_average=paper_average(benches), source="Li et al. 2025, Table 3")
+            write_json(run.evals(student, arm)/"summary.json", summary.model_dump(mode="json"))
     return run
 
 # %% ../nbs/08_report.ipynb #76055ee1
-def load_results(run_dir) -> dict[str, dict[str, dict]]:
+def load_results(run_dir) -> dict[str, dict[str, EvalSummary]]:
     "Every `evals/<student>__<arm>/summary.json` of the run, as `{student: {arm: summary}}`."
     out = {}
     evals = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).root/"evals"
     for d in sorted(evals.glob("*__*")) if evals.exists() else []:
         student, arm = RunDir.split(d.name)     # at the last `__`: a student's name may hold one, an arm's never
-        f = d/"summary.json"
-        if not f.exists(): warnings.warn(f"{d}: no summary.json; skipped"); continue
-        try: s = json.loads(f.read_text())
-        except json.JSONDecodeError as e: raise InputError(f"{f}: invalid JSON ({e})") from None
-        if not isinstance(s.get("benchmarks"), dict): raise InputError(f"{f}: field 'benchmarks': expected a mapping of benchmark summaries")
-        s["_dir"] = str(d)
-        out.setdefault(student, {})[arm] = s
+        if not (d/"summary.json").exists(): warnings.warn(f"{d}: no summary.json; skipped"); continue
+        out.setdefault(student, {})[arm] = read_summary(d/"summary.json")
     return out
 
-def report_benchmarks(arms:dict[str, dict]) -> list[str]:
+def report_benchmarks(arms:dict[str, EvalSummary]) -> list[str]:
     "The benchmarks one student's average is taken over: the paper's five when every arm has them, else those all arms share."
-    common = set.intersection(*(set(s["benchmarks"]) for s in arms.values())) if arms else set()
+    common = set.intersection(*(set(s.benchmarks) for s in arms.values())) if arms else set()
     if set(PAPER_BENCHMARKS) <= common: return list(PAPER_BENCHMARKS)
     return [b for b in PAPER_BENCHMARKS if b in common] + sorted(common - set(PAPER_BENCHMARKS))
 
 # %% ../nbs/08_report.ipynb #7f9a268c
-def arm_average(summary:dict, benchmarks:list[str]) -> float|None:
+def arm_average(summary:EvalSummary, benchmarks:list[str]) -> float|None:
     "The plain mean accuracy (percent) of `summary` over `benchmarks`; None if one is missing."
-    b = summary["benchmarks"]
-    if not benchmarks or any(x not in b or b[x].get("accuracy") is None for x in benchmarks): return None
-    return 100 * sum(b[x]["accuracy"] for x in benchmarks) / len(benchmarks)
+    b = summary.benchmarks
+    if not benchmarks or any(x not in b for x in benchmarks): return None
+    return 100 * sum(b[x].accuracy for x in benchmarks) / len(benchmarks)
 
-def _se(s:dict) -> float|None:
+def _se(s:BenchmarkSummary) -> float|None:
     "Standard error (fraction) of one benchmark's accuracy from its 95% interval, else from n."
-    if s.get("ci95"): return (s["ci95"][1] - s["ci95"][0]) / (2 * 1.959964)
-    if s.get("n"): return math.sqrt(max(s["accuracy"] * (1 - s["accuracy"]), 0.25 / s["n"]) / s["n"])
+    if s.ci95: return (s.ci95[1] - s.ci95[0]) / (2 * 1.959964)
+    if s.n: return math.sqrt(max(s.accuracy * (1 - s.accuracy), 0.25 / s.n) / s.n)
     return None
 
-def _per_problem(d:Path, bench:str) -> dict[str, float]|None:
-    "problem id -> mean correctness over samples, from an evaluation folder's records; None without records."
-    f = Path(d)/f"{bench}.jsonl"
-    if not f.exists(): return None
+def _policies(summary:EvalSummary, benchmarks:list[str]) -> set[str]:
+    "The extraction policies `summary`'s headline accuracies were graded under (strict where a summary predates them)."
+    return {summary.benchmarks[x].policy for x in benchmarks if x in summary.benchmarks}
+
+# %% ../nbs/08_report.ipynb #2f1962cd
+def _per_problem(summary:EvalSummary, bench:str) -> dict[str, float]|None:
+    "problem id -> mean correctness over samples, from the records beside `summary`; None without records."
+    if summary.folder is None or not (f := summary.folder/f"{bench}.jsonl").exists(): return None
     acc = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for r in iter_jsonl(f): acc.setdefault(r["problem_id"], []).append(bool(r["correct"]))
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
-def _compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
-    out = {"P_a": arm_average(a, benchmarks), "P_b": arm_average(b, benchmarks), "diff": None, "lo": None, "hi": None,
-           "ci": "none", "shared": None, "warning": None}
-    if out["P_a"] is None or out["P_b"] is None: return out
-    out["diff"] = out["P_a"] - out["P_b"]
-    pa = [_per_problem(a["_dir"], x) if "_dir" in a else None for x in benchmarks]
-    pb = [_per_problem(b["_dir"], x) if "_dir" in b else None for x in benchmarks]
-    if all(x is not None for x in pa + pb):
-        rng, total, means, notes = np.random.default_rng(seed), np.zeros(n_boot), [], []
-        for x, da, db in zip(benchmarks, pa, pb):
-            ids = sorted(set(da) & set(db))
-            if set(da) != set(db): notes.append(f"{x}: {len(da)} vs {len(db)} problems, {len(ids)} shared")
-            if not ids: return out | {"diff": None, "warning": "; ".join(notes) + "; no shared problems, no gap"}
-            diff = np.array([da[i] - db[i] for i in ids])
-            means.append((np.mean([da[i] for i in ids]), np.mean([db[i] for i in ids])))
-            total += diff[rng.integers(0, len(ids), size=(n_boot, len(ids)))].mean(axis=1)
-        g = 100 * total / len(benchmarks)
-        out |= {"lo": float(np.quantile(g, 0.025)), "hi": float(np.quantile(g, 0.975)), "ci": "paired_bootstrap",
-                "shared": sum(len(set(da) & set(db)) for da, db in zip(pa, pb))}
-        if notes:   # different problem sets: both averages and the gap on the shared problems only
-            out["P_a"], out["P_b"] = (100 * float(np.mean(v)) for v in zip(*means))
-            out |= {"diff": out["P_a"] - out["P_b"], "warning": "; ".join(notes) + "; compared on the shared problems only"}
-        return out
-    counts = [(x, a["benchmarks"][x].get("problems") or a["benchmarks"][x].get("n"),
-               b["benchmarks"][x].get("problems") or b["benchmarks"][x].get("n")) for x in benchmarks]
+def _paired(pa:list[dict], pb:list[dict], benchmarks:list[str], n_boot:int, seed:int) -> dict:
+    "Paired bootstrap (percent) over the problems both arms have, per benchmark; on different sets, the averages on those."
+    rng, total, means, notes = np.random.default_rng(seed), np.zeros(n_boot), [], []
+    for x, da, db in zip(benchmarks, pa, pb):
+        ids = sorted(set(da) & set(db))
+        if set(da) != set(db): notes.append(f"{x}: {len(da)} vs {len(db)} problems, {len(ids)} shared")
+        if not ids: return {"diff": None, "warning": "; ".join(notes) + "; no shared problems, no gap"}
+        diff = np.array([da[i] - db[i] for i in ids])
+        means.append((np.mean([da[i] for i in ids]), np.mean([db[i] for i in ids])))
+        total += diff[rng.integers(0, len(ids), size=(n_boot, len(ids)))].mean(axis=1)
+    g = 100 * total / len(benchmarks)
+    out = {"lo": float(np.quantile(g, 0.025)), "hi": float(np.quantile(g, 0.975)), "ci": "paired_bootstrap",
+           "shared": sum(len(set(da) & set(db)) for da, db in zip(pa, pb))}
+    if notes:   # different problem sets: both averages and the gap on the shared problems only
+        p_a, p_b = (100 * float(np.mean(v)) for v in zip(*means))
+        out |= {"P_a": p_a, "P_b": p_b, "diff": p_a - p_b, "warning": "; ".join(notes) + "; compared on the shared problems only"}
+    return out
+
+# %% ../nbs/08_report.ipynb #2ab74228
+def _unpaired(a:EvalSummary, b:EvalSummary, benchmarks:list[str], diff:float) -> dict:
+    "Without records: a warning when the problem counts differ, and a normal-approximation interval from each benchmark's."
+    counts = [(x, a.benchmarks[x].problems or a.benchmarks[x].n, b.benchmarks[x].problems or b.benchmarks[x].n) for x in benchmarks]
     notes = [f"{x}: {na} vs {nb} problems" for x, na, nb in counts if na and nb and na != nb]
-    if notes: out["warning"] = "; ".join(notes) + "; no per-item records to pair on, so the sets may differ beyond their sizes"
-    ses = [_se(s["benchmarks"][x]) for s in (a, b) for x in benchmarks]
+    out = {"warning": "; ".join(notes) + "; no per-item records to pair on, so the sets may differ beyond their sizes"} if notes else {}
+    ses = [_se(s.benchmarks[x]) for s in (a, b) for x in benchmarks]
     if any(v is None for v in ses): return out
     half = 1.959964 * 100 * math.sqrt(sum(v * v for v in ses)) / len(benchmarks)
-    return out | {"lo": out["diff"] - half, "hi": out["diff"] + half, "ci": "normal"}
+    return out | {"lo": diff - half, "hi": diff + half, "ci": "normal"}
 
-def _policies(summary:dict, benchmarks:list[str]) -> set[str]:
-    "The extraction policies `summary`'s headline accuracies were graded under (strict where a summary predates them)."
-    return {summary["benchmarks"][x].get("policy", "strict") for x in benchmarks if x in summary["benchmarks"]}
-
-def compare_arms(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
+# %% ../nbs/08_report.ipynb #4d934441
+def compare_arms(a:EvalSummary, b:EvalSummary, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> dict:
     "`P_a - P_b` (percent) over `benchmarks` with a 95% interval, paired on the problems both arms were evaluated on."
-    out = _compare_arms(a, b, benchmarks, n_boot, seed)
+    out = {"P_a": arm_average(a, benchmarks), "P_b": arm_average(b, benchmarks), "diff": None, "lo": None, "hi": None,
+           "ci": "none", "shared": None, "warning": None}
+    if out["P_a"] is not None and out["P_b"] is not None:
+        out["diff"] = out["P_a"] - out["P_b"]
+        pa, pb = [_per_problem(a, x) for x in benchmarks], [_per_problem(b, x) for x in benchmarks]
+        out |= _paired(pa, pb, benchmarks, n_boot, seed) if all(x is not None for x in pa + pb) else _unpaired(a, b, benchmarks, out["diff"])
     if len(pols := _policies(a, benchmarks) | _policies(b, benchmarks)) > 1:
         note = f"graded under different extraction policies ({', '.join(sorted(pols))}): the accuracies do not compare"
         out["warning"] = "; ".join(filter(None, [out["warning"], note]))
     return out
 
-def gap_interval(a:dict, b:dict, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> tuple[float|None, float|None, str]:
+def gap_interval(a:EvalSummary, b:EvalSummary, benchmarks:list[str], n_boot:int=2000, seed:int=0) -> tuple[float|None, float|None, str]:
     "95% interval (percent) of `P_a - P_b` over `benchmarks` (`compare_arms`' `lo`, `hi` and `ci`)."
     c = compare_arms(a, b, benchmarks, n_boot, seed)
     return c["lo"], c["hi"], c["ci"]
@@ -164,32 +163,31 @@ def _size_from_name(name:str) -> int|None:
     m = re.search(r"(\d+(?:\.\d+)?)\s*([BbMm])(?![a-z])", name)
     return round(float(m.group(1)) * (1e9 if m.group(2) in "Bb" else 1e6)) if m else None
 
-def student_size(student:str, arms:dict[str, dict], students:dict|None=None) -> int|None:
+def student_size(student:str, arms:dict[str, EvalSummary], students:dict|None=None) -> int|None:
     "Parameters of `student` (an integer): from the `students` mapping, else the evaluation summaries, else its name (`3B`, `500M`)."
     if students and students.get(student): return round(students[student])
-    counts = [s.get("num_parameters") for s in arms.values() if s.get("num_parameters")]
+    counts = [s.num_parameters for s in arms.values() if s.num_parameters]
     return round(counts[0]) if counts else _size_from_name(student)
 
 def _arm_order(arms) -> list[str]:
     return [a for a in ["base", *ARMS] if a in arms] + sorted(a for a in arms if a not in ARMS and a != "base")
 
-def accuracy_table(results:dict) -> list[dict]:
+# %% ../nbs/08_report.ipynb #83a326fe
+def accuracy_table(results:dict[str, dict[str, EvalSummary]]) -> list[dict]:
     "One row per (student, arm): accuracy (percent) on each benchmark, and the average over the student's report benchmarks."
-    rows = []
+    rows, order = [], lambda x: (x not in PAPER_BENCHMARKS, PAPER_BENCHMARKS.index(x) if x in PAPER_BENCHMARKS else 0, x)
     for student, arms in results.items():
         benches = report_benchmarks(arms)
+        every = sorted(set().union(*(a.benchmarks for a in arms.values())), key=order)
         for arm in _arm_order(arms):
             s = arms[arm]
-            row = {"student": student, "arm": arm}
-            for b in sorted(set().union(*(a["benchmarks"] for a in arms.values())), key=lambda x: (x not in PAPER_BENCHMARKS, PAPER_BENCHMARKS.index(x) if x in PAPER_BENCHMARKS else 0, x)):
-                acc = s["benchmarks"].get(b, {}).get("accuracy")
-                row[b] = None if acc is None else 100 * acc
-            row["average"] = arm_average(s, benches)
-            row["average_over"] = "paper five" if benches == PAPER_BENCHMARKS else "+".join(benches)
-            rows.append(row)
+            row = {"student": student, "arm": arm} | {b: 100 * s.benchmarks[b].accuracy if b in s.benchmarks else None for b in every}
+            rows.append(row | {"average": arm_average(s, benches),
+                               "average_over": "paper five" if benches == PAPER_BENCHMARKS else "+".join(benches)})
     return rows
 
-def gap_table(results:dict, students:dict|None=None) -> list[dict]:
+# %% ../nbs/08_report.ipynb #d66895d9
+def gap_table(results:dict[str, dict[str, EvalSummary]], students:dict|None=None) -> list[dict]:
     "One row per student: P of each arm in a gap, the Long CoT and Large teacher gaps with 95% intervals (`compare_arms`)."
     rows = []
     for student, arms in results.items():
@@ -204,7 +202,8 @@ def gap_table(results:dict, students:dict|None=None) -> list[dict]:
         rows.append(row)
     return sorted(rows, key=lambda r: (r["params"] is None, r["params"] or 0, r["student"]))
 
-def gain_table(results:dict) -> list[dict]:
+# %% ../nbs/08_report.ipynb #2124d21e
+def gain_table(results:dict[str, dict[str, EvalSummary]]) -> list[dict]:
     "One row per (student, mix arm, pure arm): the mix's average minus the pure arm's, with a 95% interval (`compare_arms`)."
     rows = []
     for student, arms in results.items():
@@ -218,19 +217,17 @@ def gain_table(results:dict) -> list[dict]:
                              "gain_lo": c["lo"], "gain_hi": c["hi"], "ci": c["ci"], "shared": c["shared"], "warning": c["warning"]})
     return rows
 
-def length_table(results:dict) -> list[dict]:
+def length_table(results:dict[str, dict[str, EvalSummary]]) -> list[dict]:
     "One row per (student, arm): mean and p95 response tokens, truncation and no-answer rates, pooled over benchmarks."
     rows = []
     for student, arms in results.items():
         for arm in _arm_order(arms):
-            bs = [s for s in arms[arm]["benchmarks"].values() if s.get("n")]
-            n = sum(s["n"] for s in bs)
-            w = lambda key, get: (sum(get(s) * s["n"] for s in bs if get(s) is not None) / n) if n and all(get(s) is not None for s in bs) else None
-            rows.append({"student": student, "arm": arm, "items": n,
-                         "mean_tokens": w("t", lambda s: (s.get("completion_tokens") or {}).get("mean")),
-                         "p95_tokens_max": max((s.get("completion_tokens") or {}).get("p95") or 0 for s in bs) if bs else None,
-                         "truncation_rate": w("tr", lambda s: s.get("truncation_rate")),
-                         "no_answer_rate": w("na", lambda s: s.get("no_answer_rate"))})
+            bs = [s for s in arms[arm].benchmarks.values() if s.n]
+            n = sum(s.n for s in bs)
+            w = lambda get: (sum(get(s) * s.n for s in bs) / n) if n and all(get(s) is not None for s in bs) else None
+            rows.append({"student": student, "arm": arm, "items": n, "mean_tokens": w(lambda s: (s.completion_tokens or {}).get("mean")),
+                         "p95_tokens_max": max((s.completion_tokens or {}).get("p95") or 0 for s in bs) if bs else None,
+                         "truncation_rate": w(lambda s: s.truncation_rate), "no_answer_rate": w(lambda s: s.no_answer_rate)})
     return rows
 
 # %% ../nbs/08_report.ipynb #6f8d527a
@@ -244,6 +241,7 @@ def t_interval(values:list[float]) -> tuple[float, float|None, float|None, float
     half = _T975.get(n - 1, 1.96 + 2.5 / (n - 1)) * sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half
 
+# %% ../nbs/08_report.ipynb #b784270e
 def pool_replicates(rows:list[dict],           # table rows with a `student` column
                     groups:dict[str, dict],    # replicate student -> {"student": name, "budget": rule, "seed": seed}
                     values:list[str],          # columns to pool
@@ -284,25 +282,15 @@ def _label(student:str, budget:str|None) -> str: return student + (f" ({budget})
 
 def _mean(xs:list) -> float|None: return None if not xs or any(x is None for x in xs) else statistics.fmean(xs)
 
-def _rates(summary:dict, key:str) -> float|None:
+def _rates(summary:EvalSummary, key:str) -> float|None:
     "`key` (a rate) of one evaluation, pooled over its benchmarks by item count; None when a benchmark lacks it."
-    bs = [s for s in summary["benchmarks"].values() if s.get("n")]
-    if not bs or any(s.get(key) is None for s in bs): return None
-    return sum(s[key] * s["n"] for s in bs) / sum(s["n"] for s in bs)
+    bs = [s for s in summary.benchmarks.values() if s.n]
+    if not bs or any(getattr(s, key) is None for s in bs): return None
+    return sum(getattr(s, key) * s.n for s in bs) / sum(s.n for s in bs)
 
-def generic_gates(run_dir,
-                  students:dict|None=None,   # student name -> parameter count (else from the summaries or the name)
-                  groups:dict|None=None,     # replicate student -> {"student", "budget", "seed"}, as `build_report` takes
-                  base_drop:float=2.0,       # points the short arm may lose against the base
-                  max_rate:float=0.05,       # largest truncation and no-answer rate allowed for any arm
-                  headroom:float=75.0,       # largest accuracy (percent) the largest student's best arm may reach
-                 ) -> list[Gate]:
-    "The validity gates every run gets, from its evaluation files: the short arm keeps the base, clean outputs, headroom."
-    results = {s: {a: v for a, v in arms.items() if not str(v.get("model", "")).startswith("paper:")}
-               for s, arms in load_results(run_dir).items()}
-    results = {s: arms for s, arms in results.items() if arms}
-    fams = _families(results, groups)
-    if not fams: return []
+# %% ../nbs/08_report.ipynb #02fb19ec
+def _keeps_base(results:dict, fams:dict, base_drop:float) -> Gate:
+    "The short arm of every student (and budget rule, averaged over seeds) at least its base minus `base_drop` points."
     keeps, ok = [], True
     for (student, budget), reps in fams.items():
         base = results.get(student, {}).get("base")
@@ -315,35 +303,62 @@ def generic_gates(run_dir,
         ok &= d >= -base_drop
         keeps.append(f"{_label(student, budget)}: short {pb + d:.1f} vs base {pb:.1f} ({d:+.1f})"
                      + (f" over {len(reps)} seeds" if len(reps) > 1 else ""))
-    gates = [Gate(name="short-keeps-base", passed=ok, detail=f"short arm at least base - {base_drop:g} points; " + "; ".join(keeps))]
+    return Gate(name="short-keeps-base", passed=ok, detail=f"short arm at least base - {base_drop:g} points; " + "; ".join(keeps))
+
+# %% ../nbs/08_report.ipynb #ec35aa53
+def _largest(results:dict, fams:dict, students:dict|None) -> tuple[list, str]:
+    "The families of the largest student (all of them when no size is known), and how the gates' details name them."
     sizes = {k: student_size(k[0], {a: v for r in reps for a, v in results[r].items()}, students) for k, reps in fams.items()}
     known = {k: v for k, v in sizes.items() if v}
     top = [k for k, v in known.items() if v == max(known.values())] if known else list(fams)
-    who = (f"largest student {top[0][0]} ({int(known[top[0]]):,} parameters)" if known else "sizes unknown, every student")
+    return top, (f"largest student {top[0][0]} ({int(known[top[0]]):,} parameters)" if known else "sizes unknown, every student")
+
+def _trained(results:dict, fams:dict, k) -> list[str]: return list(dict.fromkeys(a for r in fams[k] for a in _arm_order(results[r]) if a != "base"))
+
+def _clean_outputs(results:dict, fams:dict, top:list, who:str, max_rate:float) -> list[Gate]:
+    "Truncation and no-answer rates of every trained arm of the `top` families at most `max_rate`."
+    gates = []
     for key, what in (("truncation_rate", "truncation"), ("no_answer_rate", "no-answer")):
         worst, missing = [], []
         for k in top:
-            for arm in dict.fromkeys(a for r in fams[k] for a in _arm_order(results[r]) if a != "base"):
+            for arm in _trained(results, fams, k):
                 rate = _mean([_rates(results[r][arm], key) if arm in results[r] else None for r in fams[k]])
                 if rate is None: missing.append(f"{_label(*k)} {arm}")
                 else: worst.append((rate, f"{_label(*k)} {arm}"))
         worst.sort(reverse=True)
-        passed = not missing and bool(worst) and worst[0][0] <= max_rate
         over = [f"{n} {100 * r:.1f}%" for r, n in worst if r > max_rate]
         detail = (f"every arm at most {100 * max_rate:g}% ({who}); "
                   + ("; ".join(over) if over else f"highest {worst[0][1]} {100 * worst[0][0]:.1f}%" if worst else "no trained arm")
                   + (f"; not computed for {', '.join(missing)} (no {key} in the summaries)" if missing else ""))
-        gates.append(Gate(name=what, passed=passed, detail=detail))
+        gates.append(Gate(name=what, passed=not missing and bool(worst) and worst[0][0] <= max_rate, detail=detail))
+    return gates
+
+# %% ../nbs/08_report.ipynb #74b2b53e
+def _headroom(results:dict, fams:dict, top:list, who:str, headroom:float) -> Gate:
+    "The best trained arm of the `top` families (averaged over seeds) at most `headroom` percent."
     best = []
     for k in top:
         avgs = {a: _mean([arm_average(results[r][a], report_benchmarks(results[r])) if a in results[r] else None for r in fams[k]])
-                for a in dict.fromkeys(a for r in fams[k] for a in _arm_order(results[r]) if a != "base")}
-        avgs = {a: v for a, v in avgs.items() if v is not None}
-        if avgs: best.append((max(avgs.values()), f"{_label(*k)} {max(avgs, key=avgs.get)}"))
+                for a in _trained(results, fams, k)}
+        if avgs := {a: v for a, v in avgs.items() if v is not None}: best.append((max(avgs.values()), f"{_label(*k)} {max(avgs, key=avgs.get)}"))
     best.sort(reverse=True)
-    gates.append(Gate(name="headroom", passed=bool(best) and best[0][0] <= headroom,
-                      detail=f"best arm at most {headroom:g}% ({who}); " + (f"{best[0][1]} {best[0][0]:.1f}%" if best else "not computed, no trained arm")))
-    return gates
+    return Gate(name="headroom", passed=bool(best) and best[0][0] <= headroom,
+                detail=f"best arm at most {headroom:g}% ({who}); " + (f"{best[0][1]} {best[0][0]:.1f}%" if best else "not computed, no trained arm"))
+
+# %% ../nbs/08_report.ipynb #fd8fe2b4
+def generic_gates(run_dir,
+                  students:dict|None=None,   # student name -> parameter count (else from the summaries or the name)
+                  groups:dict|None=None,     # replicate student -> {"student", "budget", "seed"}, as `build_report` takes
+                  base_drop:float=2.0,       # points the short arm may lose against the base
+                  max_rate:float=0.05,       # largest truncation and no-answer rate allowed for any arm
+                  headroom:float=75.0,       # largest accuracy (percent) the largest student's best arm may reach
+                 ) -> list[Gate]:
+    "The validity gates every run gets, from its evaluation files: the short arm keeps the base, clean outputs, headroom."
+    results = {s: {a: v for a, v in arms.items() if not str(v.model or "").startswith("paper:")} for s, arms in load_results(run_dir).items()}
+    results = {s: arms for s, arms in results.items() if arms}
+    if not (fams := _families(results, groups)): return []
+    top, who = _largest(results, fams, students)
+    return [_keeps_base(results, fams, base_drop), *_clean_outputs(results, fams, top, who, max_rate), _headroom(results, fams, top, who, headroom)]
 
 def format_gates(gates:list[Gate]) -> str:
     "The gates as a compact text block (a headline, then one line per gate), for the command line."
@@ -385,43 +400,50 @@ def _place_labels(ax, points:list[tuple[float, float, float, float, str]], avoid
         taken.append(box); texts.append(t)
     return texts
 
+# %% ../nbs/08_report.ipynb #10b06f1d
+def _paper_gaps(ax, gap:str) -> None:
+    "The paper's gaps (Table 1 or 2) against size, a dashed grey line per model family."
+    for fam, marker in (("Qwen2.5", "s"), ("Llama", "^")):
+        pts = sorted((PAPER_SIZES[s], v[0] - v[1]) for s, v in (PAPER_TABLE1 if gap == "long" else PAPER_TABLE2).items() if s.startswith(fam))
+        ax.plot(*zip(*pts), marker=marker, ls="--", color="grey", alpha=0.7, label=f"paper: {fam}")
+
+def _gap_series(ax, gaps:list[dict], gap:str) -> tuple[dict, list]:
+    "The run's `gap` against size with its intervals, a series per budget rule; each student's highest point, and every bar."
+    pts = [r for r in gaps if r.get(f"gap_{gap}") is not None and r.get("params")]
+    labels, bars = {}, []
+    for i, budget in enumerate(dict.fromkeys(r.get("budget") for r in pts)):   # one series per budget rule
+        ser = [r for r in pts if r.get("budget") == budget]
+        x, y = [r["params"] * (1.06 ** i) for r in ser], [r[f"gap_{gap}"] for r in ser]
+        err = [[y_ - (r.get(f"gap_{gap}_lo") if r.get(f"gap_{gap}_lo") is not None else y_) for r, y_ in zip(ser, y)],
+               [(r.get(f"gap_{gap}_hi") if r.get(f"gap_{gap}_hi") is not None else y_) - y_ for r, y_ in zip(ser, y)]]
+        ax.errorbar(x, y, yerr=err, marker="o", ls="none", capsize=3, color=f"C{i}", label="this run" + (f": {budget}" if budget else ""))
+        bars += [(x_, y_ - e0, y_ + e1) for x_, y_, e0, e1 in zip(x, y, *err)]
+        for r, x_, y_, e0, e1 in zip(ser, x, y, *err):      # one label per student, at its highest point
+            if r["student"] not in labels or y_ > labels[r["student"]][1]: labels[r["student"]] = (x_, y_, y_ - e0, y_ + e1)
+    return labels, bars
+
+# %% ../nbs/08_report.ipynb #a543f7fb
 def plot_gaps(gaps:list[dict], path, reference:bool=True) -> Path|None:
     "Long CoT and Large teacher gaps (percent) against student size (log scale), with 95% intervals; a panel per gap the run has."
     present = [(gap, ab) for gap, ab in GAPS.items() if any(r.get(f"gap_{gap}") is not None and r.get("params") for r in gaps)]
     if not present: return None
     fig = agg_figure(figsize=(5.2 * len(present), 4.4))
-    axes = fig.subplots(1, len(present), squeeze=False)
     run_labels = []
-    for ax, (gap, (a, b)) in zip(axes[0], present):
-        if reference:
-            for fam, marker in (("Qwen2.5", "s"), ("Llama", "^")):
-                tab = PAPER_TABLE1 if gap == "long" else PAPER_TABLE2
-                pts = sorted((PAPER_SIZES[s], v[0] - v[1]) for s, v in tab.items() if s.startswith(fam))
-                ax.plot(*zip(*pts), marker=marker, ls="--", color="grey", alpha=0.7, label=f"paper: {fam}")
-        pts = [r for r in gaps if r.get(f"gap_{gap}") is not None and r.get("params")]
-        labels, bars = {}, []
-        for i, budget in enumerate(dict.fromkeys(r.get("budget") for r in pts)):   # one series per budget rule
-            ser = [r for r in pts if r.get("budget") == budget]
-            x, y = [r["params"] * (1.06 ** i) for r in ser], [r[f"gap_{gap}"] for r in ser]
-            err = [[y_ - (r.get(f"gap_{gap}_lo") if r.get(f"gap_{gap}_lo") is not None else y_) for r, y_ in zip(ser, y)],
-                   [(r.get(f"gap_{gap}_hi") if r.get(f"gap_{gap}_hi") is not None else y_) - y_ for r, y_ in zip(ser, y)]]
-            ax.errorbar(x, y, yerr=err, marker="o", ls="none", capsize=3, color=f"C{i}",
-                        label="this run" + (f": {budget}" if budget else ""))
-            bars += [(x_, y_ - e0, y_ + e1) for x_, y_, e0, e1 in zip(x, y, *err)]
-            for r, x_, y_, e0, e1 in zip(ser, x, y, *err):      # one label per student, at its highest point
-                if r["student"] not in labels or y_ > labels[r["student"]][1]: labels[r["student"]] = (x_, y_, y_ - e0, y_ + e1)
+    for ax, (gap, (a, b)) in zip(fig.subplots(1, len(present), squeeze=False)[0], present):
+        if reference: _paper_gaps(ax, gap)
+        run_labels.append((ax, *_gap_series(ax, gaps, gap)))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log"); ax.set_xlabel("student parameters")
         ax.set_ylabel(f"P_{a} - P_{b} (points)"); ax.set_title(f"{gap.capitalize()} {'CoT' if gap == 'long' else 'teacher'} gap")
         if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
         ax.margins(x=0.12, y=0.15)
-        run_labels.append((ax, labels, bars))
     fig.tight_layout()
     for ax, labels, bars in run_labels: _place_labels(ax, [(*v, s) for s, v in labels.items()], bars)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)
 
-def _by_family(results:dict, groups:dict|None) -> dict[str, dict[str, list[dict]]]:
+# %% ../nbs/08_report.ipynb #d2d57eff
+def _by_family(results:dict, groups:dict|None) -> dict[str, dict[str, list[EvalSummary]]]:
     "Panel title -> arm -> its summaries: each student, or with `groups` each student and budget rule (seeds, and the base)."
     fams = _families(results, groups) if groups else {(s, None): [s] for s in results}
     out = {}
@@ -432,20 +454,21 @@ def _by_family(results:dict, groups:dict|None) -> dict[str, dict[str, list[dict]
         out[_label(student, budget)] = {a: arms[a] for a in _arm_order(arms)}
     return out
 
-def _point(summaries:list[dict], bench:str) -> tuple[float, tuple[float, float]|None]:
+def _point(summaries:list[EvalSummary], bench:str) -> tuple[float, tuple[float, float]|None]:
     "Accuracy (percent) on `bench` and its 95% interval: the evaluation's own, or the t-interval over seeds."
-    accs = [s["benchmarks"].get(bench, {}).get("accuracy") for s in summaries]
+    accs = [s.benchmarks[bench].accuracy if bench in s.benchmarks else None for s in summaries]
     if not accs or any(a is None for a in accs): return np.nan, None
     if len(accs) == 1:
-        ci = summaries[0]["benchmarks"][bench].get("ci95")
+        ci = summaries[0].benchmarks[bench].ci95
         return 100 * accs[0], (100 * ci[0], 100 * ci[1]) if ci else None
     mean, _, lo, hi = t_interval([100 * a for a in accs])
     return mean, (lo, hi)
 
+# %% ../nbs/08_report.ipynb #f49a1947
 def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
     "Accuracy (percent) of every arm with 95% intervals (over seeds with `groups`): one panel per student, or one in all with one benchmark."
     fams = _by_family(results, groups)
-    every = sorted(set().union(*(s["benchmarks"] for arms in fams.values() for ss in arms.values() for s in ss)))
+    every = sorted(set().union(*(s.benchmarks for arms in fams.values() for ss in arms.values() for s in ss)))
     if len(every) == 1: panels = [(every[0], [(k, every[0]) for k in fams])]           # the students side by side
     else: panels = [(k, [(k, b) for b in report_benchmarks({a: ss[0] for a, ss in arms.items()}) or every]) for k, arms in fams.items()]
     width = min(20, max(8, 3 + 0.25 * max(len(cells) for _, cells in panels) * len(ARMS)))
@@ -457,9 +480,8 @@ def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
         w = 0.8 / max(1, len(order))
         for i, arm in enumerate(order):
             pts = [_point(fams[k].get(arm, []), b) for k, b in cells]
-            y = [m for m, _ in pts]
             err = [[m - ci[0] if ci else np.nan for m, ci in pts], [ci[1] - m if ci else np.nan for m, ci in pts]]
-            ax.bar(np.arange(len(cells)) + i * w, y, w, yerr=err if any(ci for _, ci in pts) else None, capsize=2, label=arm)
+            ax.bar(np.arange(len(cells)) + i * w, [m for m, _ in pts], w, yerr=err if any(ci for _, ci in pts) else None, capsize=2, label=arm)
         ax.set_xticks(np.arange(len(cells)) + w * (len(order) - 1) / 2, [k if len(every) == 1 else b for k, b in cells],
                       rotation=30 if len(cells) > 8 else 0, ha="right" if len(cells) > 8 else "center")
         ax.set_ylabel("accuracy (%)"); ax.set_title(title + (" (over seeds: mean and 95% t-interval; one evaluation: its own 95% interval)" if seeds else ""))
@@ -467,12 +489,12 @@ def plot_accuracy(results:dict, path, groups:dict|None=None) -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=110)
     return Path(path)
 
-def response_lengths(summary:dict) -> list[int]:
-    "Completion tokens of every record of one evaluation (all benchmarks)."
-    d, out = Path(summary.get("_dir", "")), []
-    for b in summary["benchmarks"]:
-        f = d/f"{b}.jsonl"
-        if "_dir" in summary and f.exists():
+# %% ../nbs/08_report.ipynb #a86204ef
+def response_lengths(summary:EvalSummary) -> list[int]:
+    "Completion tokens of every record of one evaluation (all benchmarks), read from its `folder`; none without one."
+    out = []
+    for b in summary.benchmarks if summary.folder else []:
+        if (f := summary.folder/f"{b}.jsonl").exists():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out += [r["completion_tokens"] for r in iter_jsonl(f) if r.get("completion_tokens") is not None]
@@ -487,10 +509,8 @@ def plot_lengths(results:dict, path, groups:dict|None=None) -> Path|None:
         if arms := {a: v for a, v in arms.items() if v}: lengths[title + (f", {n} seeds pooled" if n > 1 else "")] = arms
     if not lengths: return None
     fig = agg_figure(figsize=(8, 2.8 * len(lengths)))
-    axes = fig.subplots(len(lengths), 1, squeeze=False)
-    for ax, (title, arms) in zip(axes[:, 0], lengths.items()):
-        top = max(max(v) for v in arms.values())
-        bins = np.linspace(0, top + 1, 30)
+    for ax, (title, arms) in zip(fig.subplots(len(lengths), 1, squeeze=False)[:, 0], lengths.items()):
+        bins = np.linspace(0, max(max(v) for v in arms.values()) + 1, 30)
         for arm, v in arms.items(): ax.hist(v, bins=bins, histtype="step", lw=1.5, label=f"{arm} (mean {np.mean(v):.0f})")
         ax.set_xlabel("response tokens"); ax.set_ylabel("responses"); ax.set_title(title)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -513,6 +533,7 @@ def md_table(rows:list[dict], columns:list[str]|None=None, digits:int=1) -> str:
     lines += ["| " + " | ".join(_fmt(r.get(c), digits) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/08_report.ipynb #6255e3f8
 def write_csv(path, rows:list[dict]) -> Path:
     "`rows` as CSV (all columns, full precision)."
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -551,6 +572,7 @@ def _gain_cols(pooled:bool=False, gaps:bool=True) -> list[str]:
     gain = (["gain", "gain_sd", "gain_lo", "gain_hi"] if pooled else ["gain", "gain_lo", "gain_hi", "shared"]) if gaps else []
     return head + ["P_mix", "P_pure"] + gain
 
+# %% ../nbs/08_report.ipynb #88e93c36
 def _inline(text:str) -> str:
     "Markdown's `**bold**` and `` `code` `` as HTML, the rest escaped."
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
@@ -569,6 +591,7 @@ def _html_page(sections:list[tuple[str, str, list[dict]|None, list[str]|None, st
         if img: parts.append(f"<img src='{html.escape(img)}' style='max-width:100%'>")
     return "\n".join(parts) + "</body></html>\n"
 
+# %% ../nbs/08_report.ipynb #584e56d0
 def _accuracy_caption(acc:list[dict], reference:bool) -> str:
     "What the accuracy table's averages are taken over, as this run has it."
     over = sorted({r["average_over"] for r in acc})
@@ -602,7 +625,7 @@ def report_tables(results:dict,                # `load_results` of a run
                  ) -> dict[str, list[dict]]:
     "Every table of the page: accuracy, gaps, gains and lengths, and with `groups` each pooled over seeds."
     acc, gaps, gains, lengths = accuracy_table(results), gap_table(results, students), gain_table(results), length_table(results)
-    from_paper = {s for s, arms in results.items() if all(str(a.get("model", "")).startswith("paper:") for a in arms.values())}
+    from_paper = {s for s, arms in results.items() if all(str(a.model or "").startswith("paper:") for a in arms.values())}
     tables = {"accuracy": _with_reference(acc, from_paper) if reference else acc, "gaps": gaps, "gains": gains, "lengths": lengths}
     if groups:
         gap_values = [c for g, (a, b) in GAPS.items() for c in (f"P_{a}", f"P_{b}", f"gap_{g}")]
@@ -635,6 +658,23 @@ def report_figures(results:dict, tables:dict[str, list[dict]], out:Path, groups:
         if figs[name] is None: (out/f).unlink(missing_ok=True)
     return figs
 
+# %% ../nbs/08_report.ipynb #cf62c4dd
+def _pooled_sections(tables:dict[str, list[dict]], shown:bool) -> list[tuple]:
+    "The sections of the tables pooled over seeds (with `groups`), the differences only when `shown`."
+    return [(f"{what} over seeds", f"Each student and budget rule pooled over its seeds: mean, standard deviation (`_sd`) "
+             f"and 95% t-interval over seeds (`_lo`, `_hi`){extra}.", tables[name], c, None)
+            for what, name, extra, c in (("Gaps", "gaps_pooled", "; the gap figure shows these" if shown else "", _gap_cols(True, shown)),
+                                         ("Mix gains", "gains_pooled", "", _gain_cols(True, shown)),
+                                         ("Accuracy", "accuracy_pooled", "", None),
+                                         ("Lengths", "lengths_pooled", "", ["student", "budget", "arm", "seeds", "mean_tokens",
+                                                                           "mean_tokens_sd", "truncation_rate", "no_answer_rate"]))]
+
+def _paper_section() -> tuple:
+    "The paper's Tables 1 and 2 as one section."
+    t12 = [{"student": s, "P_long": PAPER_TABLE1[s][0], "P_short": PAPER_TABLE1[s][1], "gap_long": PAPER_TABLE1[s][2],
+            "P_large": PAPER_TABLE2[s][0], "P_small": PAPER_TABLE2[s][1], "gap_large": PAPER_TABLE2[s][2]} for s in PAPER_TABLE1]
+    return ("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None, None)
+
 # %% ../nbs/08_report.ipynb #d735a94a
 def report_sections(tables:dict[str, list[dict]], gates:list[Gate], figs:dict[str, Path|None],
                     reference:bool=True, groups:dict|None=None) -> list[tuple]:
@@ -659,19 +699,10 @@ def report_sections(tables:dict[str, list[dict]], gates:list[Gate], figs:dict[st
         ("Mix Distillation gains", ("Average of each mix arm minus each pure arm it mixes (points), with 95% intervals; `shared`: "
          "the problems both were evaluated on." if shown else "**Not interpretable** (see the validity gates): the arms' "
          "averages without their differences."), gains, _gain_cols(gaps=shown), None),
-        *([(f"{what} over seeds", f"Each student and budget rule pooled over its seeds: mean, standard deviation (`_sd`) "
-            f"and 95% t-interval over seeds (`_lo`, `_hi`){extra}.", tables[name], c, None)
-           for what, name, extra, c in (("Gaps", "gaps_pooled", "; the gap figure shows these" if shown else "", _gap_cols(True, shown)),
-                                        ("Mix gains", "gains_pooled", "", _gain_cols(True, shown)),
-                                        ("Accuracy", "accuracy_pooled", "", None), ("Lengths", "lengths_pooled", "",
-                                         ["student", "budget", "arm", "seeds", "mean_tokens", "mean_tokens_sd", "truncation_rate", "no_answer_rate"]))]
-          if groups else []),
+        *(_pooled_sections(tables, shown) if groups else []),
         ("Response length and truncation", "Completion tokens and the share of responses cut at the token limit or without "
          "an answer, pooled over benchmarks.", lengths, None, figs["lengths"].name if figs["lengths"] else None)]
-    if reference:
-        t12 = [{"student": s, "P_long": PAPER_TABLE1[s][0], "P_short": PAPER_TABLE1[s][1], "gap_long": PAPER_TABLE1[s][2],
-                "P_large": PAPER_TABLE2[s][0], "P_small": PAPER_TABLE2[s][1], "gap_large": PAPER_TABLE2[s][2]} for s in PAPER_TABLE1]
-        sections.append(("Paper: Tables 1 and 2", "Li et al. (2025), averages over the five benchmarks (percent).", t12, None, None))
+    if reference: sections.append(_paper_section())
     return sections
 
 # %% ../nbs/08_report.ipynb #759997a4

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
@@ -21,8 +21,8 @@ from .grading import grade_many, problem_matcher
 from .problems import load_problems
 
 # %% auto #0
-__all__ = ['ImportSpec', 'TeacherSpec', 'TraceStore', 'shard_of', 'parse_shard', 'sample_teacher', 'teacher_stats',
-           'import_traces', 'ProblemSource', 'SampleRecipe', 'run_sampling']
+__all__ = ['ImportSpec', 'TeacherSpec', 'TraceStore', 'shard_of', 'parse_shard', 'SampleSummary', 'teacher_stats',
+           'sample_teacher', 'import_traces', 'ProblemSource', 'SampleRecipe', 'run_sampling']
 
 # %% ../nbs/04_sampling.ipynb #93f4949a
 class ImportSpec(StrictModel):
@@ -95,15 +95,66 @@ def parse_shard(text:str) -> tuple[int, int]:
     if not 0 <= i < n: raise InputError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
 
+# %% ../nbs/04_sampling.ipynb #5a3b7c02
+class SampleSummary(StrictModel):
+    "One teacher's traces in numbers: acceptance, lengths, truncation, problems solved (its `stats.json`)."
+    attempts: int                      # responses stored
+    problems: int                      # problems with at least one response
+    correct: int                       # responses graded correct
+    acceptance_rate: float             # correct / attempts
+    solved: int                        # problems of the run with a correct response
+    unsolved: int                      # problems of the run without one
+    truncation_rate: float             # share of responses cut off at the token limit
+    tokens: dict[str, Any]             # `core.distribution` of completion tokens, where the engine counted them
+    chars: dict[str, Any]              # `core.distribution` of response characters
+    decided_by: dict[str, int] = {}    # responses per grading rule that decided them
+    skipped_no_reference: int | None = None  # problems without a reference answer, not sampled (sampled teachers)
+    imported: int | None = None        # responses this import added (imported teachers)
+    already_stored: int | None = None  # responses of the file already in the store
+    unmatched_rows: int | None = None  # rows whose problem is not among the run's
+
+    def __repr__(self):
+        unit = "tokens" if self.tokens.get("n") else "chars"
+        out = (f"SampleSummary({self.attempts} attempts on {self.problems} problems: {self.acceptance_rate:.1%} accepted, "
+               f"{self.solved} solved, {self.unsolved} unsolved, {self.truncation_rate:.1%} truncated, "
+               f"median {getattr(self, unit).get('median')} {unit}")
+        if self.imported is not None: out += f"; {self.imported} imported, {self.already_stored} already stored, {self.unmatched_rows} rows unmatched"
+        return out + ")"
+    __str__ = __repr__
+
+    def save(self, path) -> Path:
+        "Write as JSON with the keys it has (a field left None is not written)."
+        return write_json(path, self.model_dump(mode="json", exclude_none=True))
+
+# %% ../nbs/04_sampling.ipynb #cb095f3c
+def teacher_stats(traces:list[Trace], problems:list[str]|None=None) -> SampleSummary:
+    "Acceptance, length and truncation statistics of one teacher's traces (`problems`: the run's, for `unsolved`)."
+    by_problem = defaultdict(list)
+    for tr in traces: by_problem[tr.problem_id].append(tr)
+    solved = {k for k, v in by_problem.items() if any(tr.correct for tr in v)}
+    universe = set(problems) if problems is not None else set(by_problem)
+    n, correct = len(traces), sum(bool(tr.correct) for tr in traces)
+    return SampleSummary(attempts=n, problems=len(by_problem), correct=correct, acceptance_rate=correct / n if n else 0.0,
+        solved=len(solved & universe), unsolved=len(universe - solved),
+        truncation_rate=sum(tr.finish_reason == "length" for tr in traces) / n if n else 0.0,
+        tokens=distribution([tr.completion_tokens for tr in traces if tr.completion_tokens is not None]),
+        chars=distribution([len(tr.response) for tr in traces]),
+        decided_by=dict(Counter(tr.decided_by or "null" for tr in traces)))   # "null": the key an ungraded trace always had
+
 # %% ../nbs/04_sampling.ipynb #c64ee9c3
+def _update(status:dict, traces:Iterable[Trace]) -> dict:
+    "Count `traces` into `status`: problem id -> (attempts, correct)."
+    for tr in traces:
+        a, c = status.get(tr.problem_id, (0, 0))
+        status[tr.problem_id] = (max(a, tr.sample_idx + 1), c + bool(tr.correct))
+    return status
+
 def _status(traces:Iterable[Trace]) -> dict[str, tuple[int, int]]:
     "problem id -> (attempts, correct) from stored traces."
-    att, ok = Counter(), Counter()
-    for tr in traces: att[tr.problem_id] = max(att[tr.problem_id], tr.sample_idx + 1); ok[tr.problem_id] += bool(tr.correct)
-    return {k: (att[k], ok[k]) for k in att}
+    return _update({}, traces)
 
 def _to_trace(t:TeacherSpec, p:Problem, idx:int, c:Completion, v, params:SamplingParams) -> Trace:
-    return Trace(teacher=t.name, problem_id=p.id, sample_idx=idx, text=c.text, answer=v.answer, correct=v.correct,
+    return Trace(teacher=t.name, problem_id=p.id, sample_idx=idx, response=c.text, answer=v.answer, correct=v.correct,
                  decided_by=v.decided_by, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                  finish_reason=c.finish_reason, sampling=params.model_dump(), seconds=c.seconds)
 
@@ -134,8 +185,8 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
                    engine:Engine|None=None,           # default: built from `t.engine` and closed at the end
                    shard:tuple[int, int]=(0, 1),      # this job's share of the problems
                    chunk_size:int|None=None,          # problems per engine call; None: a whole round at once, streamed
-                   grade_workers:int|None=None, progress:bool=True) -> dict:
-    "Sample teacher `t` on its shard of `problems` with rejection, resuming from the store; return its stats."
+                   grade_workers:int|None=None, progress:bool=True) -> SampleSummary:
+    "Sample teacher `t` on its shard of `problems` with rejection, resuming from the store; return its summary."
     mine = [p for p in problems if shard_of(p.id, shard[1]) == shard[0]]
     skipped = sum(p.answer is None for p in mine)
     mine = [p for p in mine if p.answer is not None]
@@ -149,9 +200,7 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
         while todo := [p for p in mine if not _finished(t, *status.get(p.id, (0, 0)))]:
             for new in _sample_stream(t, todo, status, engine, chunk_size, grade_workers):
                 store.append(new, shard)
-                for tr in new:
-                    a, c = status.get(tr.problem_id, (0, 0))
-                    status[tr.problem_id] = (max(a, tr.sample_idx + 1), c + bool(tr.correct))
+                _update(status, new)
                 tokens += sum(tr.completion_tokens or 0 for tr in new)
                 bar.n = n_done()
                 bar.set_postfix(tok_s=f"{tokens / max(time.time() - start, 1e-9):.0f}")
@@ -161,28 +210,13 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
     traces = store.read(t.name)                      # every shard's
     seen = {tr.problem_id for tr in traces} | {p.id for p in mine}   # another shard's problems count once it sampled them
     stats = teacher_stats(traces, problems=[p.id for p in problems if p.answer is not None and p.id in seen])
-    stats["skipped_no_reference"] = skipped
-    write_json(store.run.traces(t.name)/"stats.json", stats)
+    stats.skipped_no_reference = skipped
+    stats.save(store.run.traces(t.name)/"stats.json")
     return stats
-
-# %% ../nbs/04_sampling.ipynb #cb095f3c
-def teacher_stats(traces:list[Trace], problems:list[str]|None=None) -> dict:
-    "Acceptance, length and truncation statistics of one teacher's traces."
-    by_problem = defaultdict(list)
-    for tr in traces: by_problem[tr.problem_id].append(tr)
-    solved = {k for k, v in by_problem.items() if any(tr.correct for tr in v)}
-    universe = set(problems) if problems is not None else set(by_problem)
-    n = len(traces)
-    return {"attempts": n, "problems": len(by_problem), "correct": sum(bool(tr.correct) for tr in traces),
-            "acceptance_rate": sum(bool(tr.correct) for tr in traces) / n if n else 0.0,
-            "solved": len(solved & universe), "unsolved": len(universe - solved),
-            "truncation_rate": sum(tr.finish_reason == "length" for tr in traces) / n if n else 0.0,
-            "tokens": distribution([tr.completion_tokens for tr in traces if tr.completion_tokens is not None]),
-            "chars": distribution([len(tr.text) for tr in traces]),
-            "decided_by": dict(Counter(tr.decided_by for tr in traces))}
 
 # %% ../nbs/04_sampling.ipynb #978a923a
 def _import_rows(spec:ImportSpec) -> Iterable[tuple[str, dict]]:
+    "Each row of `spec`'s file(s) or Hub dataset, with where it is (`file:line`, or the dataset and row)."
     p = Path(spec.path)
     if p.suffix == ".jsonl" or (p.is_dir() and any(p.glob("*.jsonl"))):
         files = [p] if p.is_file() else sorted(p.glob("*.jsonl"))
@@ -193,15 +227,11 @@ def _import_rows(spec:ImportSpec) -> Iterable[tuple[str, dict]]:
         ds = load_dataset(spec.path, split=spec.split)
         for i, row in enumerate(ds): yield f"{spec.path} row {i}", row
 
-def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade_workers:int|None=None,
-                  tokenizer=None,                      # optional tokenizer to count completion tokens
-                  progress:bool=True) -> dict:
-    "Load `t.import_from` responses into the store as teacher `t`'s traces; return counts and stats."
-    spec = t.import_from
-    match = problem_matcher(problems, t.prompt, repeats="last")   # a repeated text: its last problem, as always
-    stored = store.read(t.name)
+# %% ../nbs/04_sampling.ipynb #5a3b7c0c
+def _new_responses(spec:ImportSpec, match, stored:list[Trace]) -> tuple[list[tuple[Problem, int, str]], int, int]:
+    "The rows' responses not yet in `stored`, each with its problem and sample index; and the unmatched and already-stored counts."
     status = _status(stored)
-    have = Counter((tr.problem_id, tr.text) for tr in stored)   # matched by problem and content, never by position
+    have = Counter((tr.problem_id, tr.response) for tr in stored)
     new, unmatched, already, nxt = [], 0, 0, {}
     for where, row in _import_rows(spec):
         for f in (spec.problem_field, spec.response_field):
@@ -213,17 +243,26 @@ def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade
             if have[(p.id, text)]: have[(p.id, text)] -= 1; already += 1; continue
             i = nxt.get(p.id, status.get(p.id, (0, 0))[0]); nxt[p.id] = i + 1
             new.append((p, i, text))
+    return new, unmatched, already
+
+# %% ../nbs/04_sampling.ipynb #5a4b0004
+def import_traces(t:TeacherSpec, problems:list[Problem], store:TraceStore, grade_workers:int|None=None,
+                  tokenizer=None,                      # optional tokenizer to count completion tokens
+                  progress:bool=True) -> SampleSummary:
+    "Load `t.import_from` responses into the store as teacher `t`'s traces; return its summary with the import's counts."
+    spec = t.import_from
+    match = problem_matcher(problems, t.prompt, repeats="last")   # a repeated text: its last problem, as always
+    new, unmatched, already = _new_responses(spec, match, store.read(t.name))
     if not new and not already:                      # a wrong file, field or problem set: say so, do not store nothing and exit 0
         raise InputError(f"{spec.path}: none of its {unmatched} rows matched one of the run's {len(problems)} problems by field "
                          f"{spec.problem_field!r}; check `problem_field` and the problems' dataset")
     verdicts = grade_many([(s, p.answer) for p, _, s in new], workers=grade_workers, progress=progress)
-    traces = [Trace(teacher=t.name, problem_id=p.id, sample_idx=i, text=s, answer=v.answer, correct=v.correct,
-                    decided_by=v.decided_by, completion_tokens=len(tokenizer(s)["input_ids"]) if tokenizer else None,
-                    sampling={"imported_from": spec.path}) for (p, i, s), v in zip(new, verdicts)]
-    store.append(traces)
+    store.append([Trace(teacher=t.name, problem_id=p.id, sample_idx=i, response=s, answer=v.answer, correct=v.correct,
+                        decided_by=v.decided_by, completion_tokens=len(tokenizer(s)["input_ids"]) if tokenizer else None,
+                        sampling={"imported_from": spec.path}) for (p, i, s), v in zip(new, verdicts)])
     stats = teacher_stats(store.read(t.name), problems=[p.id for p in problems])
-    stats.update(imported=len(traces), already_stored=already, unmatched_rows=unmatched)
-    write_json(store.run.traces(t.name)/"stats.json", stats)
+    stats = stats.model_copy(update=dict(imported=len(new), already_stored=already, unmatched_rows=unmatched))
+    stats.save(store.run.traces(t.name)/"stats.json")
     return stats
 
 # %% ../nbs/04_sampling.ipynb #7215f459
@@ -235,8 +274,8 @@ class ProblemSource(StrictModel):
     limit: int | None = Field(None, ge=1)  # only the first N problems
 
 class SampleRecipe(StrictModel):
-    "Teacher sampling for one experiment."
-    run_dir: str  # the run's folder; traces go to `<run_dir>/traces/<teacher>/`
+    "Teacher sampling for one experiment, into the shared run folder `run_dir` (`output_dir` names a folder one stage owns)."
+    run_dir: str  # the run's folder (`core.RunDir` layout); traces go to `<run_dir>/traces/<teacher>/`
     seed: int = 42  # sampling seed (per engine)
     problems: ProblemSource = ProblemSource()
     teachers: list[TeacherSpec]
@@ -248,9 +287,10 @@ class SampleRecipe(StrictModel):
         if len(set(names)) != len(names): raise ValueError(f"teacher names must be unique: {names}")
         return self
 
+# %% ../nbs/04_sampling.ipynb #5a3b7c0e
 def run_sampling(recipe:SampleRecipe, shard:str|tuple[int, int]="0/1", limit:int|None=None,
-                 resume:bool=True, progress:bool=True) -> dict[str, dict]:
-    "Sample or import every teacher of `recipe` into its run directory (`limit`: its first problems only); return stats per teacher."
+                 resume:bool=True, progress:bool=True) -> dict[str, SampleSummary]:
+    "Sample or import every teacher of `recipe` into its run directory (`limit`: its first problems only); return each teacher's summary."
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"--limit {limit!r}: must be a positive integer")
     shard = parse_shard(shard) if isinstance(shard, str) else shard

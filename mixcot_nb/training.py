@@ -6,24 +6,25 @@ Docs: https://mixcot.github.io/mixcot/training.html.md"""
 
 # %% ../nbs/06_training.ipynb #ca4173d4
 from __future__ import annotations
-import argparse, builtins, dataclasses, difflib, hashlib, json, os, re, sys, time, warnings
+import builtins, dataclasses, difflib, hashlib, json, os, re, sys, time, warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+from fastcore.basics import patch
 from pydantic import Field, field_validator, model_validator
 
-from .core import (InputError, MixcotError, StrictModel, agg_figure, load_recipe, package_versions, progress_bars, set_seed, write_json,
-                            write_jsonl)
+from .core import (InputError, MixcotError, StrictModel, agg_figure, iter_jsonl, package_versions, progress_bars, set_seed,
+                            write_json, write_jsonl)
 
 if TYPE_CHECKING: import datasets
 
 # %% auto #0
 __all__ = ['LoraSpec', 'sft_fields', 'TrainRecipe', 'load_sft_data', 'end_token_ids', 'tokenize_example', 'with_system',
            'prepare_dataset', 'TrainingError', 'recipe_hash', 'default_attn', 'sharding_at_load', 'load_student',
-           'budget_steps', 'build_trainer', 'eos_check', 'last_complete_checkpoint', 'hub_id', 'model_card',
-           'run_training', 'plot_loss', 'LaunchSpec', 'LaunchError', 'die_with_parent', 'launch_command',
-           'launch_training', 'main']
+           'budget_steps', 'build_trainer', 'EosCheck', 'eos_check', 'last_complete_checkpoint', 'hub_id', 'LaunchInfo',
+           'TrainSummary', 'read_train_summary', 'model_card', 'run_training', 'plot_loss', 'LaunchSpec',
+           'launch_command', 'LaunchError', 'die_with_parent', 'launch_training', 'main']
 
 # %% ../nbs/06_training.ipynb #20a44290
 from .mixing import load_mix
@@ -55,6 +56,26 @@ def sft_fields() -> set[str]:
     from trl import SFTConfig
     return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
+# %% ../nbs/06_training.ipynb #4de0780e
+def _check_sft(v:dict) -> dict:
+    "`v` (a recipe's `sft`), or a `ValueError` naming the first field that is not TRL's, is set elsewhere, or harms the run."
+    known = sft_fields()
+    for k in v:
+        if k in _OWN_FIELDS: raise ValueError(f"sft.{k}: set `{_OWN_FIELDS[k]}` at the top level of the recipe")
+        if k in _REFUSED_FIELDS: raise ValueError(f"sft.{k}: not settable here: {_REFUSED_FIELDS[k]}")
+        if k not in known:
+            hint = _RENAMED.get(k) or ", ".join(difflib.get_close_matches(k, known, 3)) or "see TRL's SFTConfig"
+            raise ValueError(f"sft.{k}: not a field of TRL's SFTConfig (did you mean: {hint})")
+    if v.get("packing") and v.get("packing_strategy") == "wrapped":
+        raise ValueError("sft.packing_strategy: 'wrapped' cuts examples apart and lets them attend to each other; use 'bfd'")
+    steps, epochs = v.get("max_steps", -1), v.get("num_train_epochs", 3.0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not (steps == -1 or steps >= 1):
+        raise ValueError(f"sft.max_steps: {steps!r}: give a positive step count, or -1 to train for num_train_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+        raise ValueError(f"sft.num_train_epochs: {epochs!r}: give a positive number of epochs")
+    return v
+
+# %% ../nbs/06_training.ipynb #8b68c634
 class TrainRecipe(StrictModel):
     "One student trained on one dataset."
     model_name_or_path: str            # Hub id or local folder of the student
@@ -74,22 +95,7 @@ class TrainRecipe(StrictModel):
 
     @field_validator("sft")
     @classmethod
-    def _check_sft(cls, v):
-        known = sft_fields()
-        for k in v:
-            if k in _OWN_FIELDS: raise ValueError(f"sft.{k}: set `{_OWN_FIELDS[k]}` at the top level of the recipe")
-            if k in _REFUSED_FIELDS: raise ValueError(f"sft.{k}: not settable here: {_REFUSED_FIELDS[k]}")
-            if k not in known:
-                hint = _RENAMED.get(k) or ", ".join(difflib.get_close_matches(k, known, 3)) or "see TRL's SFTConfig"
-                raise ValueError(f"sft.{k}: not a field of TRL's SFTConfig (did you mean: {hint})")
-        if v.get("packing") and v.get("packing_strategy") == "wrapped":
-            raise ValueError("sft.packing_strategy: 'wrapped' cuts examples apart and lets them attend to each other; use 'bfd'")
-        steps, epochs = v.get("max_steps", -1), v.get("num_train_epochs", 3.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or not (steps == -1 or steps >= 1):
-            raise ValueError(f"sft.max_steps: {steps!r}: give a positive step count, or -1 to train for num_train_epochs")
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
-            raise ValueError(f"sft.num_train_epochs: {epochs!r}: give a positive number of epochs")
-        return v
+    def _valid_sft(cls, v): return _check_sft(v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -112,7 +118,10 @@ def load_sft_data(path) -> "datasets.Dataset":
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"dataset {p} not found")
     if p.is_dir(): ds = load_mix(p) if (p/"dataset").is_dir() else datasets.load_from_disk(str(p))
-    elif p.suffix in (".jsonl", ".json"): ds = datasets.load_dataset("json", data_files=str(p), split="train")
+    elif p.suffix in (".jsonl", ".json"):
+        if p.suffix == ".jsonl" and not sum(1 for _ in iter_jsonl(p)): raise InputError(f"{p}: no rows")   # a bad line: its number
+        try: ds = datasets.load_dataset("json", data_files=str(p), split="train")
+        except datasets.exceptions.DatasetGenerationError as e: raise InputError(f"{p}: not a JSON dataset ({e.__cause__ or e})") from None
     elif p.suffix == ".parquet": ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
     else: raise InputError(f"{p}: expected a mix folder, a dataset folder, or a .jsonl/.json/.parquet file")
     if "messages" not in ds.column_names: raise InputError(f"{p}: no `messages` column (columns: {ds.column_names})")
@@ -194,7 +203,7 @@ def recipe_hash(recipe:TrainRecipe) -> str:
 
 _ADDED_FIELDS = {"val_size": 0.0, "system": None}   # recipe fields added since 0.1.0, as runs saved before them had them
 
-def _check_output_dir(recipe:TrainRecipe, out:Path, is_main:bool) -> dict|None:
+def _check_output_dir(recipe:TrainRecipe, out:Path, is_main:bool) -> TrainSummary|None:
     "The saved summary if `out` already holds this recipe's final model; an error if it holds another recipe's run."
     saved = out/"train_recipe.json"
     if saved.exists():
@@ -205,19 +214,14 @@ def _check_output_dir(recipe:TrainRecipe, out:Path, is_main:bool) -> dict|None:
             raise TrainingError(f"{out} holds a run of a different recipe (differs in: {', '.join(diff)}); "
                                 "use another output_dir or delete it")
         summary = out/"train_summary.json"
-        if summary.exists(): return json.loads(summary.read_text())
+        if summary.exists(): return read_train_summary(summary)
     elif is_main: write_json(saved, recipe.model_dump(mode="json"))
     return None
 
 # %% ../nbs/06_training.ipynb #8477b5d9
-def _quantization_config(recipe:TrainRecipe):
-    "4-bit NF4 (double quantization, bf16 or fp32 compute) for QLoRA."
+def _cuda() -> bool:
     import torch
-    from transformers import BitsAndBytesConfig
-    try: import bitsandbytes  # noqa: F401
-    except ImportError: raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if recipe.sft.get("bf16") else torch.float32)
+    return torch.cuda.is_available()
 
 def default_attn() -> str:
     "`flash_attention_2` on a GPU with flash-attn installed (fast padding-free packing), else PyTorch's `sdpa`."
@@ -229,6 +233,16 @@ def sharding_at_load() -> dict[str, bool]:
     from transformers.integrations import is_deepspeed_zero3_enabled
     from transformers.modeling_utils import is_fsdp_enabled
     return {"zero3": is_deepspeed_zero3_enabled(), "fsdp": is_fsdp_enabled()}
+
+# %% ../nbs/06_training.ipynb #b0986658
+def _quantization_config(recipe:TrainRecipe):
+    "4-bit NF4 (double quantization, bf16 or fp32 compute) for QLoRA."
+    import torch
+    from transformers import BitsAndBytesConfig
+    try: import bitsandbytes  # noqa: F401
+    except ImportError: raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if recipe.sft.get("bf16") else torch.float32)
 
 def load_student(recipe:TrainRecipe):
     "The student model as `mode` needs it, and the PEFT `LoraConfig` (None for full fine-tuning)."
@@ -246,22 +260,15 @@ def load_student(recipe:TrainRecipe):
     return model, LoraConfig(r=spec.r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                              target_modules=spec.target_modules, task_type="CAUSAL_LM")
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
 # %% ../nbs/06_training.ipynb #cd9a1f49
-_DEFAULTS = {"logging_steps": 1, "report_to": "none",   # the loss curve in the summary; no tracker unless asked
-             "save_total_limit": 2}                     # the two newest checkpoints (one 70B checkpoint with its optimizer is ~1 TB)
-_CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False,  # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
-                 "dataloader_pin_memory": False,                     # nothing to pin memory for without an accelerator
-                 "use_cpu": True}                                    # launched ranks then join one gloo group (else each trains alone)
 _EXTRAS = {"use_liger_kernel": ("liger_kernel", "liger-kernel"), "tensorboard": ("tensorboard", "tensorboard"),
            "wandb": ("wandb", "wandb"), "flash_attention_2": ("flash_attn", "flash-attn")}
 
 def _check_extras(recipe:TrainRecipe):
     "A clear error, before any model loads, for an option whose package is missing."
     from importlib.util import find_spec
+    if recipe.mode == "qlora" and not find_spec("bitsandbytes"):   # bitsandbytes >= 0.48 runs NF4 on the CPU too
+        raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes")
     report = recipe.sft.get("report_to", "none")
     asked = ([k for k in ("use_liger_kernel",) if recipe.sft.get(k)] + ([report] if isinstance(report, str) else list(report))
              + [(recipe.sft.get("model_init_kwargs") or {}).get("attn_implementation")])
@@ -269,10 +276,18 @@ def _check_extras(recipe:TrainRecipe):
         if what in _EXTRAS and not find_spec(_EXTRAS[what][0]):
             raise TrainingError(f"{what} needs the package {_EXTRAS[what][1]}: pip install {_EXTRAS[what][1]}")
 
+# %% ../nbs/06_training.ipynb #e4295b98
 def budget_steps(token_budget:int, lengths:list[int], batch_size:int, grad_accum:int=1, world_size:int=1) -> int:
     "Optimiser steps that see about `token_budget` tokens, batches drawn from examples of `lengths` tokens."
     per_step = sum(lengths) / len(lengths) * batch_size * grad_accum * world_size
     return max(1, round(token_budget / per_step))
+
+# %% ../nbs/06_training.ipynb #7452af02
+_DEFAULTS = {"logging_steps": 1, "report_to": "none",   # the loss curve in the summary; no tracker unless asked
+             "save_total_limit": 2}                     # the two newest checkpoints (one 70B checkpoint with its optimizer is ~1 TB)
+_CPU_DEFAULTS = {"bf16": False, "activation_checkpointing": False,  # TRL's defaults (True) suit GPUs; on a CPU they cost ~10x
+                 "dataloader_pin_memory": False,                     # nothing to pin memory for without an accelerator
+                 "use_cpu": True}                                    # launched ranks then join one gloo group (else each trains alone)
 
 def _sft_config(recipe:TrainRecipe, progress:bool, max_steps:int|None=None):
     "TRL's `SFTConfig` from the recipe, with this module's defaults and its length limit already applied to the data."
@@ -287,28 +302,31 @@ def _sft_config(recipe:TrainRecipe, progress:bool, max_steps:int|None=None):
     if recipe.val_size: kw.setdefault("eval_strategy", "epoch")   # a held-out set is evaluated (the authors: every 100 steps)
     return SFTConfig(output_dir=recipe.output_dir, seed=recipe.seed, **kw)
 
-def build_trainer(recipe:TrainRecipe, progress:bool=True):
-    "TRL's `SFTTrainer` on the tokenized dataset, with what `run_training` records: `(trainer, info)`."
-    from transformers import AutoTokenizer
-    from trl import SFTTrainer
-    if recipe.mode == "qlora" and not _cuda():
-        try: import bitsandbytes  # noqa: F401 -- bitsandbytes >= 0.48 runs NF4 on the CPU too
-        except ImportError: raise TrainingError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
-    _check_extras(recipe)
-    set_seed(recipe.seed)
-    tok = AutoTokenizer.from_pretrained(recipe.model_name_or_path)
-    if not tok.chat_template: raise TrainingError(f"{recipe.model_name_or_path}: the tokenizer has no chat template")
-    ends = end_token_ids(tok, recipe.model_name_or_path, recipe.sft.get("eos_token"))
+# %% ../nbs/06_training.ipynb #7db457eb
+def _training_data(recipe:TrainRecipe, tok, ends:set[int], progress:bool):
+    "The recipe's examples, tokenized and length-checked, and split: `(raw, train, held_out or None, dropped)`."
     raw = load_sft_data(recipe.dataset)
     with progress_bars(progress):
         ds, dropped = prepare_dataset(raw, tok, ends, recipe.max_length, recipe.overlength,
                                       recipe.sft.get("dataset_num_proc"), source=str(recipe.dataset), system=recipe.system)
     if not len(ds): raise TrainingError(f"{recipe.dataset}: no example fits max_length {recipe.max_length}")
-    held = None
-    if recipe.val_size:              # as LLaMA-Factory's val_size: a seeded random share of the kept examples, at least one
-        if len(ds) < 2: raise TrainingError(f"{recipe.dataset}: val_size {recipe.val_size} needs two examples or more; {len(ds)} kept")
-        split = ds.train_test_split(test_size=recipe.val_size, seed=recipe.seed)
-        ds, held = split["train"], split["test"]
+    if not recipe.val_size: return raw, ds, None, dropped
+    # as LLaMA-Factory's val_size: a seeded random share of the kept examples, at least one
+    if len(ds) < 2: raise TrainingError(f"{recipe.dataset}: val_size {recipe.val_size} needs two examples or more; {len(ds)} kept")
+    split = ds.train_test_split(test_size=recipe.val_size, seed=recipe.seed)
+    return raw, split["train"], split["test"], dropped
+
+# %% ../nbs/06_training.ipynb #4bea8d04
+def build_trainer(recipe:TrainRecipe, progress:bool=True):
+    "TRL's `SFTTrainer` on the tokenized dataset, with what `run_training` records: `(trainer, info)`."
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+    _check_extras(recipe)
+    set_seed(recipe.seed)
+    tok = AutoTokenizer.from_pretrained(recipe.model_name_or_path)
+    if not tok.chat_template: raise TrainingError(f"{recipe.model_name_or_path}: the tokenizer has no chat template")
+    ends = end_token_ids(tok, recipe.model_name_or_path, recipe.sft.get("eos_token"))
+    raw, ds, held, dropped = _training_data(recipe, tok, ends, progress)
     lengths = [len(x) for x in ds["input_ids"]]
     steps = budget_steps(recipe.token_budget, lengths, recipe.sft.get("per_device_train_batch_size", 8),
                          recipe.sft.get("gradient_accumulation_steps", 1), int(os.environ.get("WORLD_SIZE", 1))) \
@@ -321,17 +339,25 @@ def build_trainer(recipe:TrainRecipe, progress:bool=True):
     if not progress:
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)     # no log line per step; the loss curve is in the summary
-    info = {"examples": len(raw), "kept": len(ds), "held_out": len(held) if held is not None else 0, "dropped_overlength": 0 if recipe.overlength == "truncate" else len(dropped), "dropped": dropped,
-            "truncated": len(dropped) if recipe.overlength == "truncate" else 0,
+    truncate = recipe.overlength == "truncate"
+    info = {"examples": len(raw), "kept": len(ds), "held_out": len(held) if held is not None else 0,
+            "dropped_overlength": 0 if truncate else len(dropped), "dropped": dropped, "truncated": len(dropped) if truncate else 0,
             "tokens_per_epoch": sum(lengths), "response_tokens_per_epoch": sum(sum(l != -100 for l in x) for x in ds["labels"]),
-            "end_token_ids": sorted(ends), "sharded_load": sharding,
-            "attn_implementation": trainer.model.config._attn_implementation}
+            "end_token_ids": sorted(ends), "sharded_load": sharding, "attn_implementation": trainer.model.config._attn_implementation}
     return trainer, info
+
+# %% ../nbs/06_training.ipynb #4c338fc7
+class EosCheck(StrictModel):
+    "Greedy generation from training prompts: did the model end its turn by itself?"
+    prompts: int                       # prompts generated from (the first `eos_check` training prompts)
+    stopped: int                       # of them, those that ended with an end token
+    ok: bool                           # every one stopped
+    generated_tokens: list[int]        # tokens generated per prompt
 
 # %% ../nbs/06_training.ipynb #716507e7
 def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=None,
               max_new_tokens:int|None=None,     # cap on the budget (default: none; `run_training` passes max_length)
-              system:str|None=None) -> dict:    # the system turn training put first
+              system:str|None=None) -> EosCheck:    # the system turn training put first
     "Greedy generation from the first `n` prompts of `dataset`: does the model end its turn by itself?"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -350,7 +376,7 @@ def eos_check(model_path, dataset, end_ids:set[int], n:int=4, tokenizer_path=Non
         stopped += any(t in end_ids for t in out)
         lengths.append(len(out))
     k = min(n, len(dataset))
-    return {"prompts": k, "stopped": stopped, "ok": stopped == k, "generated_tokens": lengths}
+    return EosCheck(prompts=k, stopped=stopped, ok=stopped == k, generated_tokens=lengths)
 
 # %% ../nbs/06_training.ipynb #2be56e70
 def _loss_curve(state) -> list[list[float]]:
@@ -385,7 +411,67 @@ def hub_id(name:str) -> str|None:
     origin = json.loads((p/"config.json").read_text()).get("_name_or_path", "") if (p/"config.json").exists() else ""
     return origin if _HUB_ID.fullmatch(origin) and not Path(origin).exists() else None
 
-def model_card(recipe:TrainRecipe, summary:dict) -> str:
+# %% ../nbs/06_training.ipynb #683d624c
+class LaunchInfo(StrictModel):
+    "How a launched training run was started, and how it ended."
+    command: str                       # the `accelerate launch` command line
+    log: str                           # the log its output was appended to
+    world_size: int                    # processes, all nodes together
+    strategy: str                      # `single`, `ddp`, `fsdp`, `zero3`, ... (`LaunchSpec.strategy`)
+    pid: int | None = None             # the launcher's process id
+    exit_status: int | None = None     # its exit status (0: success)
+
+# %% ../nbs/06_training.ipynb #e7044acf
+class TrainSummary(StrictModel):
+    "What one training run did and saved (`train_summary.json`)."
+    model_path: str                    # the model to evaluate: the full model, or the merged one, or the adapter's folder
+    adapter_path: str | None           # the LoRA/QLoRA adapter (None for full fine-tuning)
+    recipe_hash: str                   # `recipe_hash` of the recipe trained
+    examples: int                      # rows in the dataset
+    kept: int                          # examples trained on
+    held_out: int = 0                  # examples held out (`val_size`)
+    dropped_overlength: int            # examples dropped for being over `max_length` (rows in dropped.jsonl)
+    truncated: int = 0                 # examples cut at `max_length` (`overlength: truncate`)
+    tokens_per_epoch: int              # prompt and response tokens of the kept examples
+    response_tokens_per_epoch: int     # of them, labelled (response and end token)
+    end_token_ids: list[int]           # ids that end an assistant turn
+    sharded_load: dict[str, bool] | None = None  # what the model load saw: DeepSpeed ZeRO-3, FSDP
+    attn_implementation: str | None = None       # the model's attention kernel
+    steps: int                         # optimiser steps, all epochs
+    epochs: float                      # epochs trained (fractional with `max_steps`)
+    resumed_from: str | None           # the checkpoint training resumed from
+    torn_checkpoints: list[str] = []   # incomplete checkpoints set aside (killed while saving)
+    tokens_seen: int                   # tokens trained on, all epochs
+    train_seconds: float               # the trainer's own run time
+    tokens_per_second: float | None    # tokens trained on in this call over `train_seconds`
+    loss_curve: list[tuple[int, float]]   # (step, train loss)
+    final_loss: float | None           # the last logged train loss
+    world_size: int                    # processes that trained, measured inside the run
+    eval_curve: list[tuple[int, float]] = []   # (step, held-out loss)
+    eval_loss: float | None = None     # the final model's held-out loss
+    eos_check: EosCheck | None         # `eos_check` of the saved model (None: `eos_check: 0`)
+    wall_seconds: float                # the whole call: load, tokenize, train, save, check
+    versions: dict[str, str | None]    # package versions (`core.package_versions`)
+    launch: LaunchInfo | None = None   # how `launch_training` started the run (not saved in train_summary.json)
+
+def read_train_summary(path) -> TrainSummary:
+    "The `TrainSummary` saved at `path` (a `train_summary.json`)."
+    return TrainSummary.model_validate(json.loads(Path(path).read_text()))
+
+# %% ../nbs/06_training.ipynb #9f0cd30b
+@patch
+def __str__(self:TrainSummary) -> str:
+    eos = self.eos_check
+    loss = "n/a" if self.final_loss is None else f"{self.final_loss:.4f}"
+    return (f"{self.model_path}: {self.steps} steps, final loss {loss}, {self.dropped_overlength} over-length examples dropped, "
+            f"{self.tokens_per_second} tokens/s, world size {self.world_size}"
+            + (f", stops by itself on {eos.stopped}/{eos.prompts} prompts" if eos else ""))
+
+@patch
+def __repr__(self:TrainSummary) -> str: return f"TrainSummary({self})"
+
+# %% ../nbs/06_training.ipynb #a6658c34
+def model_card(recipe:TrainRecipe, summary:TrainSummary) -> str:
     "The trained model's README.md, as `huggingface_hub.ModelCard`: front matter, base, data (the mix), recipe, metrics."
     from huggingface_hub import ModelCard, ModelCardData
     base, data = hub_id(recipe.model_name_or_path), Path(recipe.dataset)
@@ -398,21 +484,21 @@ def model_card(recipe:TrainRecipe, summary:dict) -> str:
         about = [f"- mix `{mix['name']}`: {mix['rows']} examples over {mix['problems']} problems; {shares}",
                  f"- dataset card with the mix's recipe and pool: `{data/'README.md'}`" if (data/"README.md").exists() else ""]
     else: about = [f"- dataset: `{recipe.dataset}`"]
-    loss = summary["final_loss"]
+    loss = summary.final_loss
     body = "\n".join([
         f"# {Path(recipe.output_dir).name}", "",
         f"`{recipe.model_name_or_path}`" + (f" (Hub: `{base}`)" if base and base != recipe.model_name_or_path else "")
         + f" fine-tuned ({recipe.mode}) with [mixcot](https://github.com/mixcot/mixcot) and TRL's SFTTrainer: loss on the "
         "response and its end token only.", "",
         "## Data", "", *filter(None, about),
-        f"- examples: {summary['examples']}, trained on {summary['kept']}, dropped over `max_length` ({recipe.max_length}): "
-        f"{summary['dropped_overlength']}", f"- tokens per epoch: {summary['tokens_per_epoch']}", "",
+        f"- examples: {summary.examples}, trained on {summary.kept}, dropped over `max_length` ({recipe.max_length}): "
+        f"{summary.dropped_overlength}", f"- tokens per epoch: {summary.tokens_per_epoch}", "",
         "## Training recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False).strip(), "```", "",
         "## Results", "",
-        f"- final train loss: {loss if loss is None else round(loss, 4)}, steps: {summary['steps']}, world size: {summary['world_size']}",
-        f"- tokens/s: {summary['tokens_per_second']}, train seconds: {summary['train_seconds']}",
-        f"- end-of-turn check: {summary['eos_check']}", "",
-        "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v), ""])
+        f"- final train loss: {loss if loss is None else round(loss, 4)}, steps: {summary.steps}, world size: {summary.world_size}",
+        f"- tokens/s: {summary.tokens_per_second}, train seconds: {summary.train_seconds}",
+        f"- end-of-turn check: {summary.eos_check and summary.eos_check.model_dump()}", "",
+        "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary.versions.items() if v), ""])
     return str(ModelCard(f"---\n{meta.to_yaml()}\n---\n\n{body}"))
 
 # %% ../nbs/06_training.ipynb #7a8231f4
@@ -423,8 +509,39 @@ def _merge(adapter_dir:Path, dest:Path, tokenizer) -> Path:
     merged.save_pretrained(dest); tokenizer.save_pretrained(dest)
     return dest
 
-def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
-    "Train the student of `recipe` (resuming from its last complete checkpoint); save it and return the run's summary."
+# %% ../nbs/06_training.ipynb #1eed470d
+def _save_outputs(recipe:TrainRecipe, tokenizer, out:Path, dropped:list[dict]) -> Path:
+    "Main rank: the tokenizer beside the model, `dropped.jsonl`, the merged model if asked; the path of the model to use."
+    tokenizer.save_pretrained(out)
+    write_jsonl(out/"dropped.jsonl", dropped)
+    return _merge(out, out/"merged", tokenizer) if recipe.mode != "full" and recipe.merge_adapter else out
+
+def _summarise(recipe:TrainRecipe, state, info:dict, model_path:Path, resumed:str|None, torn:list[str],
+               start_epoch:float, seconds:float, world:int, t0:float) -> TrainSummary:
+    "The run's summary from the trainer's final `state`, `build_trainer`'s `info` and the end-of-turn check of `model_path`."
+    out = Path(recipe.output_dir)
+    curve, evals = _loss_curve(state), _eval_curve(state)
+    trained = info["tokens_per_epoch"] * (state.epoch - start_epoch)   # in this call, not before the checkpoint it resumed
+    check = eos_check(model_path, load_sft_data(recipe.dataset), set(info["end_token_ids"]), recipe.eos_check, out,
+                      recipe.max_length, recipe.system) if recipe.eos_check else None
+    return TrainSummary(
+        model_path=str(model_path), adapter_path=None if recipe.mode == "full" else str(out), recipe_hash=recipe_hash(recipe),
+        **info, steps=state.global_step, epochs=state.epoch, resumed_from=resumed, torn_checkpoints=torn,
+        tokens_seen=round(info["tokens_per_epoch"] * state.epoch), train_seconds=round(seconds, 3),
+        tokens_per_second=round(trained / seconds, 1) if seconds else None, loss_curve=curve,
+        final_loss=curve[-1][1] if curve else None, world_size=world, eval_curve=evals, eval_loss=evals[-1][1] if evals else None,
+        eos_check=check, wall_seconds=round(time.time() - t0, 3), versions=package_versions())
+
+# %% ../nbs/06_training.ipynb #dac11772
+def _share(summary:TrainSummary|None, accelerator) -> TrainSummary:
+    "The main rank's `summary`, on every rank of `accelerator`'s processes."
+    if accelerator.num_processes == 1: return summary
+    from accelerate.utils import broadcast_object_list
+    return broadcast_object_list([summary])[0]
+
+# %% ../nbs/06_training.ipynb #8266d86e
+def run_training(recipe:TrainRecipe, progress:bool=True) -> TrainSummary:
+    "Train the student of `recipe` (resuming from its last complete checkpoint), save it; the run's summary, on every rank."
     out = Path(recipe.output_dir)
     is_main = int(os.environ.get("RANK", 0)) == 0
     out.mkdir(parents=True, exist_ok=True)
@@ -438,42 +555,25 @@ def run_training(recipe:TrainRecipe, progress:bool=True) -> dict:
     evals = _eval_curve(trainer.state)
     if info["held_out"] and (not evals or evals[-1][0] != trainer.state.global_step):
         trainer.evaluate()                   # every rank: the final model's held-out loss, into the log
-    world = trainer.accelerator.num_processes
-    if not trainer.accelerator.is_main_process: return {}
-    tok = trainer.processing_class
-    tok.save_pretrained(out)
-    model_path = out
-    if recipe.mode != "full" and recipe.merge_adapter: model_path = _merge(out, out/"merged", tok)
-    write_jsonl(out/"dropped.jsonl", info.pop("dropped"))
-    state = trainer.state
-    trained = info["tokens_per_epoch"] * (state.epoch - start_epoch)
-    seconds = result.metrics.get("train_runtime", 0.0)
-    curve = _loss_curve(state)
-    ends = set(info["end_token_ids"])
-    summary = {
-        "model_path": str(model_path), "adapter_path": None if recipe.mode == "full" else str(out),
-        "recipe_hash": recipe_hash(recipe), **info, "steps": state.global_step, "epochs": state.epoch,
-        "resumed_from": ckpt, "torn_checkpoints": torn, "tokens_seen": round(info["tokens_per_epoch"] * state.epoch),
-        "train_seconds": round(seconds, 3), "tokens_per_second": round(trained / seconds, 1) if seconds else None,
-        "loss_curve": curve, "final_loss": curve[-1][1] if curve else None, "world_size": world,
-        "eval_curve": (ev := _eval_curve(state)), "eval_loss": ev[-1][1] if ev else None,   # on the held-out `val_size`
-        "eos_check": eos_check(model_path, load_sft_data(recipe.dataset), ends, recipe.eos_check, out, recipe.max_length, recipe.system)
-                     if recipe.eos_check else None,
-        "wall_seconds": round(time.time() - t0, 3), "versions": package_versions()}
-    if summary["eos_check"] and not summary["eos_check"]["ok"]:
-        warnings.warn(f"{out}: the trained model did not stop by itself on {summary['eos_check']['prompts'] - summary['eos_check']['stopped']} "
-                      f"of {summary['eos_check']['prompts']} training prompts (greedy); train longer or check the chat template")
-    (out/"README.md").write_text(model_card(recipe, summary))
-    write_json(out/"train_summary.json", summary)
-    return summary
+    acc, summary = trainer.accelerator, None
+    if acc.is_main_process:
+        model_path = _save_outputs(recipe, trainer.processing_class, out, info.pop("dropped"))
+        summary = _summarise(recipe, trainer.state, info, model_path, ckpt, torn, start_epoch,
+                             result.metrics.get("train_runtime", 0.0), acc.num_processes, t0)
+        if (c := summary.eos_check) and not c.ok:
+            warnings.warn(f"{out}: the trained model did not stop by itself on {c.prompts - c.stopped} of {c.prompts} "
+                          "training prompts (greedy); train longer or check the chat template")
+        (out/"README.md").write_text(model_card(recipe, summary))
+        write_json(out/"train_summary.json", summary.model_dump(exclude={"launch"}))
+    return _share(summary, acc)
 
 # %% ../nbs/06_training.ipynb #850e4509
-def plot_loss(summary:dict, # a `run_training` summary, with its `loss_curve`
+def plot_loss(summary:TrainSummary, # a `run_training` summary, with its `loss_curve`
               path, title:str="training loss") -> Path:
     "Save the loss curve of a training run as a PNG at `path`."
     fig = agg_figure(figsize=(5, 2.5))
     ax = fig.subplots()
-    ax.plot(*zip(*summary["loss_curve"])); ax.set(xlabel="step", ylabel="train loss", title=title)
+    ax.plot(*zip(*summary.loss_curve)); ax.set(xlabel="step", ylabel="train loss", title=title)
     fig.tight_layout(); fig.savefig(path, dpi=100)
     return Path(path)
 
@@ -498,35 +598,27 @@ class LaunchSpec(StrictModel):
     @property
     def world_size(self) -> int: return self.num_processes * self.nodes
 
-    def strategy(self) -> str:
-        "How the model is spread: `zero3` (or another ZeRO stage), `fsdp`, `ddp`, or `single`."
-        import yaml
-        cfg = yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}
-        kind = cfg.get("distributed_type")
-        if kind == "DEEPSPEED": return f"zero{cfg.get('deepspeed_config', {}).get('zero_stage', 0)}"
-        if kind == "FSDP": return "fsdp"
-        return "ddp" if self.world_size > 1 else "single"
+# %% ../nbs/06_training.ipynb #28e59f64
+@patch
+def strategy(self:LaunchSpec) -> str:
+    "How the model is spread: `zero3` (or another ZeRO stage), `fsdp`, `ddp`, or `single`."
+    cfg = yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}
+    kind = cfg.get("distributed_type")
+    if kind == "DEEPSPEED": return f"zero{cfg.get('deepspeed_config', {}).get('zero_stage', 0)}"
+    if kind == "FSDP": return "fsdp"
+    return "ddp" if self.world_size > 1 else "single"
 
-    def offload(self) -> set[str]:
-        "What a DeepSpeed config moves to CPU memory: `optimizer`, `param`, both or neither."
-        import yaml
-        ds = (yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}).get("deepspeed_config", {})
-        return {k for k in ("optimizer", "param") if ds.get(f"offload_{k}_device", "none") not in ("none", None)}
+@patch
+def offload(self:LaunchSpec) -> set[str]:
+    "What a DeepSpeed config moves to CPU memory: `optimizer`, `param`, both or neither."
+    ds = (yaml.safe_load(Path(self.config_file).read_text()) if self.config_file else {}).get("deepspeed_config", {})
+    return {k for k in ("optimizer", "param") if ds.get(f"offload_{k}_device", "none") not in ("none", None)}
 
-class LaunchError(TrainingError):
-    "A launched training run that failed; `launch` holds its command, log and exit status."
-    def __init__(self, msg:str, launch:dict): super().__init__(msg); self.launch = launch
-
+# %% ../nbs/06_training.ipynb #d1956f44
 def _free_port() -> int:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-def die_with_parent():
-    "Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks after a kill -9); elsewhere a no-op."
-    import ctypes, signal
-    try: ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError: pass
 
 def launch_command(launch:LaunchSpec, recipe_file, progress:bool=False) -> list[str]:
     "The `accelerate launch` command that trains `recipe_file` on one node as `launch` says."
@@ -535,6 +627,17 @@ def launch_command(launch:LaunchSpec, recipe_file, progress:bool=False) -> list[
     if launch.config_file: cmd += ["--config_file", launch.config_file]
     else: cmd += (["--multi_gpu"] if launch.world_size > 1 else []) + ["--mixed_precision", "no", "--dynamo_backend", "no"]
     return cmd + ["-m", "mixcot_nb.training", str(recipe_file)] + ([] if progress else ["--no-progress"])
+
+# %% ../nbs/06_training.ipynb #625981ec
+class LaunchError(TrainingError):
+    "A launched training run that failed; `launch` holds its command, log and exit status."
+    def __init__(self, msg:str, launch:LaunchInfo): super().__init__(msg); self.launch = launch
+
+def die_with_parent():
+    "Ask Linux to SIGKILL this process when its parent dies (no orphaned ranks after a kill -9); elsewhere a no-op."
+    import ctypes, signal
+    try: ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError: pass
 
 def _follow(p, log:Path, offset:int, echo:bool) -> int:
     "Wait for `p`, echoing what it appends to `log` after `offset` to stderr while `echo`; its exit status."
@@ -547,9 +650,10 @@ def _follow(p, log:Path, offset:int, echo:bool) -> int:
             elif rc is not None: return rc
             else: time.sleep(0.2)
 
-def launch_training(recipe:TrainRecipe, launch:LaunchSpec, log, progress:bool=True) -> dict:
+# %% ../nbs/06_training.ipynb #47145559
+def launch_training(recipe:TrainRecipe, launch:LaunchSpec, log, progress:bool=True) -> TrainSummary:
     "Train `recipe` under its own `accelerate launch`, output appended to `log`; its summary, with `launch` (command, log, exit status)."
-    import subprocess, yaml
+    import subprocess
     if launch.nodes > 1: raise TrainingError(f"nodes: {launch.nodes}: a multi-node run is launched by Slurm (recipes/slurm), one launcher per node")
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -557,32 +661,25 @@ def launch_training(recipe:TrainRecipe, launch:LaunchSpec, log, progress:bool=Tr
     tmp = recipe_file.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)); os.replace(tmp, recipe_file)
     cmd = launch_command(launch, recipe_file, progress)
-    info = {"command": " ".join(cmd), "log": str(log), "world_size": launch.world_size, "strategy": launch.strategy()}
+    info = LaunchInfo(command=" ".join(cmd), log=str(log), world_size=launch.world_size, strategy=launch.strategy())
     with open(log, "ab") as f:
-        f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {info['command']}\n".encode()); f.flush()
+        f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {info.command}\n".encode()); f.flush()
         offset = f.tell()
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                              env={**os.environ, "MIXCOT_DIE_WITH_PARENT": "1"})
-    info["pid"] = p.pid
-    info["exit_status"] = _follow(p, log, offset, progress)
+    info.pid = p.pid
+    info.exit_status = _follow(p, log, offset, progress)
     summary = Path(recipe.output_dir)/"train_summary.json"
-    if info["exit_status"] != 0 or not summary.exists():
+    if info.exit_status != 0 or not summary.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise LaunchError(f"training exited with status {info['exit_status']}; log: {log}\n{tail}", info)
-    return {**json.loads(summary.read_text()), "launch": info}
+        raise LaunchError(f"training exited with status {info.exit_status}; log: {log}\n{tail}", info)
+    return read_train_summary(summary).model_copy(update={"launch": info})
 
 # %% ../nbs/06_training.ipynb #9fd5f882
-def main(argv:list[str]|None=None) -> dict:
-    "`python -m mixcot_nb.training RECIPE.yaml`: train one recipe and print its summary's headline."
-    ap = argparse.ArgumentParser(prog="python -m mixcot_nb.training", description="Fine-tune a student with one training recipe.")
-    ap.add_argument("recipe", help="training recipe (YAML)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
+def main(argv:list[str]|None=None) -> int:
+    "`python -m mixcot_nb.training RECIPE.yaml [--set KEY.PATH=VALUE] [--no-progress]`: `mixcot train`, as a module."
     if os.environ.get("MIXCOT_DIE_WITH_PARENT"): die_with_parent()   # launched by `launch_training`
-    summary = run_training(load_recipe(args.recipe, TrainRecipe), progress=not args.no_progress)
-    if summary:
-        keys = ["model_path", "steps", "final_loss", "dropped_overlength", "tokens_per_second", "world_size", "eos_check"]
-        print(json.dumps({k: summary[k] for k in keys}))
-    return summary
+    from mixcot_nb.cli import main as mixcot
+    return mixcot(["train", *(sys.argv[1:] if argv is None else argv)])
 
-if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): main()   # not when the notebook itself runs
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): sys.exit(main())   # not when the notebook itself runs

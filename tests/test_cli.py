@@ -2,6 +2,8 @@
 import json, subprocess, sys
 from pathlib import Path
 
+import pytest, yaml
+
 
 
 def mixcot(*args, cwd=None):
@@ -69,3 +71,34 @@ def test_paper_mix_recipe_validates():
     r = load_recipe(Path(__file__).parent.parent/"recipes"/"paper"/"mix.yaml", MixRecipe)
     assert [s.name for s in r.specs()] == ["long", "short", "large", "small", "mix-long", "mix-large"]
     assert r.specs()[4].weights == {"qwq-32b-long": 0.2, "qwen2.5-32b-short": 0.8}
+
+
+def test_train_has_one_entry_point(tmp_path):
+    "`mixcot train` and `python -m mixcot_nb.training` are one command: the same options and the same one-line errors."
+    (tmp_path/"r.yaml").write_text(yaml.safe_dump({"model_name_or_path": "m", "dataset": str(tmp_path/"none.jsonl"),
+                                                   "output_dir": str(tmp_path/"out")}))
+    bad = ["--set", "sft.learnin_rate=1e-5", "--no-progress"]
+    a = mixcot("train", tmp_path/"r.yaml", *bad)
+    b = subprocess.run([sys.executable, "-m", "mixcot_nb.training", str(tmp_path/"r.yaml"), *bad], capture_output=True, text=True)
+    assert a.returncode == b.returncode == 2 and a.stderr == b.stderr, (a.stderr, b.stderr)
+    assert a.stderr.startswith("mixcot train: error: ") and "did you mean: learning_rate" in a.stderr and "Traceback" not in a.stderr
+
+
+def test_only_user_errors_are_one_line(capsys):
+    "A fault the user can fix is one line and exit status 2; a bug's ValueError or KeyError keeps its traceback."
+    from pydantic import ValidationError
+    from mixcot_nb.cli import run_command
+    from mixcot_nb.core import InputError, StrictModel
+
+    class Spec(StrictModel): n: int
+
+    def unwritable(out): raise InputError(f"--out {out}: the output folder is not writable")
+    assert run_command("grade", unwritable, "runs/x") == 2
+    assert capsys.readouterr().err == "mixcot grade: error: --out runs/x: the output folder is not writable\n"
+    assert run_command("status", lambda p: open(p), "no/such/file.json") == 2
+    assert "no/such/file.json" in capsys.readouterr().err
+    assert run_command("report", lambda d: Spec.model_validate(d), {"n": "x"}) == 2
+    assert capsys.readouterr().err.startswith("mixcot report: error: Spec: n: Input should be a valid integer")
+    with pytest.raises(ValueError, match="invalid literal"): run_command("grade", lambda s: int(s), "three")
+    with pytest.raises(KeyError): run_command("grade", lambda k: {}[k], "k")
+    assert issubclass(ValidationError, ValueError) and capsys.readouterr().err == ""

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mixcot_nb.core import (JsonlError, JsonlReport, RecipeError, StrictModel, Trace, append_jsonl, load_recipe,
-                            parse_recipe, read_jsonl, write_jsonl)
+from mixcot_nb.core import (EvalSummary, InputError, JsonlError, JsonlReport, RecipeError, StrictModel, Trace, append_jsonl,
+                            load_recipe, parse_recipe, read_jsonl, read_summary, write_json, write_jsonl)
 
 APPENDER = textwrap.dedent("""
     import sys
@@ -14,7 +14,7 @@ APPENDER = textwrap.dedent("""
     path = sys.argv[1]
     i = 0
     while True:
-        batch = [Trace(teacher="t", problem_id=f"p/{i}", sample_idx=j, text="x" * 5000) for j in range(4)]
+        batch = [Trace(teacher="t", problem_id=f"p/{i}", sample_idx=j, response="x" * 5000) for j in range(4)]
         append_jsonl(path, batch)
         i += 1
 """)
@@ -42,7 +42,7 @@ def test_append_survives_sigkill(tmp_path):
     keys = [r.key for r in recs]
     assert len(keys) == len(set(keys))
     # a restart appends cleanly after any torn tail, and nothing complete is lost
-    append_jsonl(path, [Trace(teacher="t", problem_id="after", sample_idx=0, text="y")])
+    append_jsonl(path, [Trace(teacher="t", problem_id="after", sample_idx=0, response="y")])
     again = read_jsonl(path, Trace)
     assert [r.key for r in again[:-1]] == keys and again[-1].problem_id == "after"
 
@@ -86,11 +86,24 @@ def test_malformed_lines_name_file_and_line(tmp_path, content, msg):
 
 def test_bad_field_names_the_field(tmp_path):
     path = tmp_path/"t.jsonl"
-    good = Trace(teacher="t", problem_id="p", sample_idx=0, text="").model_dump()
+    good = Trace(teacher="t", problem_id="p", sample_idx=0, response="").model_dump()
     write_jsonl(path, [good, {**good, "finish_reason": "eos"}])
     with pytest.raises(JsonlError, match=r"t.jsonl:2: field 'finish_reason'"): read_jsonl(path, Trace)
-    write_jsonl(path, [{k: v for k, v in good.items() if k != "text"}])
-    with pytest.raises(JsonlError, match=r"t.jsonl:1: field 'text': Field required"): read_jsonl(path, Trace)
+    write_jsonl(path, [{k: v for k, v in good.items() if k != "response"}])
+    with pytest.raises(JsonlError, match=r"t.jsonl:1: field 'response': Field required"): read_jsonl(path, Trace)
+
+
+def test_a_trace_store_from_before_response_still_reads(tmp_path):
+    "Old stores name the output `text`; they read, a store holding both kinds of line reads, and new lines say `response`."
+    path = tmp_path/"shard-0-of-1.jsonl"
+    old = {"teacher": "t", "problem_id": "p", "sample_idx": 0, "text": "Final Answer: \\boxed{1}", "answer": "1", "correct": True}
+    write_jsonl(path, [old])
+    append_jsonl(path, [Trace(teacher="t", problem_id="p", sample_idx=1, response="new")])
+    got = read_jsonl(path, Trace)
+    assert [t.response for t in got] == ["Final Answer: \\boxed{1}", "new"] and got[0].correct
+    assert [sorted(d) for d in read_jsonl(path)][1] == sorted(Trace.model_fields) and "text" not in read_jsonl(path)[1]
+    with pytest.raises(JsonlError, match="field 'text'"):     # both names on one line is one too many
+        write_jsonl(path, [{**old, "response": "x"}]); read_jsonl(path, Trace)
 
 
 def test_missing_file(tmp_path):
@@ -101,10 +114,52 @@ def test_missing_file(tmp_path):
 @given(st.lists(st.text(), max_size=8))
 def test_roundtrip_any_text(tmp_path_factory, texts):
     path = tmp_path_factory.mktemp("rt")/"t.jsonl"
-    recs = [Trace(teacher="t", problem_id="p", sample_idx=i, text=s) for i, s in enumerate(texts)]
+    recs = [Trace(teacher="t", problem_id="p", sample_idx=i, response=s) for i, s in enumerate(texts)]
     write_jsonl(path, recs[: len(recs)//2])
     append_jsonl(path, recs[len(recs)//2:])
     assert read_jsonl(path, Trace) == recs
+
+
+# summary.json as each version wrote it: before extraction policies, the paper's tables (`report.paper_run`),
+# responses graded from a file (`evaluation.grade_responses`), and the report tests' minimal one
+BEFORE_POLICIES = {"model": "runs/lab/models/lab-s__short", "adapter": None, "engine": "transformers", "num_parameters": 685568,
+                   "n": 1, "temperature": 0.0, "max_new_tokens": 256, "paper_average": None, "updated": "2026-11-30T07:24:35+00:00",
+                   "benchmarks": {"lab": {"n": 40, "problems": 40, "samples_per_problem": 1, "correct": 1, "accuracy": 0.025,
+                                          "lenient_accuracy": 0.025, "ci95": [0.0044, 0.1288], "ci_method": "wilson",
+                                          "pass_at_k": {"1": 0.025}, "completion_tokens": {"n": 40, "mean": 62.15, "median": 62.0,
+                                                                                            "p95": 64, "max": 64},
+                                          "prompt_tokens_mean": 53.575, "truncation_rate": 0.0, "no_answer_rate": 0.0,
+                                          "decided_by": {"exact": 1, "mismatch": 39}, "expected": 40, "complete": True}}}
+PAPER_TABLE = {"model": "paper:Qwen2.5-3B:long", "num_parameters": 3000000000.0, "paper_average": 0.4028,
+               "source": "Li et al. 2025, Table 3", "benchmarks": {"math_test": {"accuracy": 0.562, "n": None},
+                                                                   "aime24": {"accuracy": 0.033, "n": None}}}
+IMPORTED = {"model": None, "engine": "imported", "paper_average": None,
+            "benchmarks": {"math500": {"n": 2, "problems": 2, "samples_per_problem": [1, 2], "correct": 1, "accuracy": 0.5,
+                                       "policy": "lenient", "strict_accuracy": 0.0, "lenient_accuracy": 0.5, "ci95": [0.09, 0.9],
+                                       "ci_method": "bootstrap_problems", "pass_at_k": {}, "completion_tokens": {"n": 0, "mean": None,
+                                       "median": None, "p95": None, "max": None}, "prompt_tokens_mean": None, "truncation_rate": None,
+                                       "no_answer_rate": 0.5, "decided_by": {"no_answer": 1, "exact": 1}, "expected": 2,
+                                       "complete": True, "source": "responses.jsonl"}}}
+MINIMAL = {"model": "m-long", "num_parameters": None, "benchmarks": {"gsm8k": {"accuracy": 0.4}}}
+
+
+@pytest.mark.parametrize("old", [BEFORE_POLICIES, PAPER_TABLE, IMPORTED, MINIMAL])
+def test_summaries_of_every_vintage_read_and_write_back_unchanged(tmp_path, old):
+    write_json(tmp_path/"summary.json", old)
+    s = read_summary(tmp_path)
+    assert s.folder == tmp_path and all(b.policy in ("strict", "lenient") for b in s.benchmarks.values())
+    back = s.model_dump(mode="json")
+    assert {k: back[k] for k in old if k != "benchmarks"} == {k: v for k, v in old.items() if k != "benchmarks"}
+    for b, v in old["benchmarks"].items(): assert {k: back["benchmarks"][b][k] for k in v} == v
+    assert "folder" not in back and EvalSummary.model_validate(back) == s.model_copy(update={"folder": None})
+
+
+def test_a_bad_summary_names_file_and_field(tmp_path):
+    for text, msg in (('{"model": "m"}', "field 'benchmarks': Field required"), ("[1]", "expected a JSON object, got list"),
+                      ('{"benchmarks": {"gsm8k": {"accuracy": 0.4, "acc": 1}}}', "field 'benchmarks.gsm8k.acc': Extra inputs"),
+                      ('{"benchmarks": ', "invalid JSON")):
+        (tmp_path/"summary.json").write_text(text)
+        with pytest.raises(InputError, match=rf"{tmp_path}/summary.json: {msg}"): read_summary(tmp_path/"summary.json")
 
 
 class Teacher(StrictModel):

@@ -7,8 +7,9 @@ import pytest
 
 from mixcot_nb.backends import TransformersEngine, register_engine
 from mixcot_nb.core import PAPER_BENCHMARKS, PAPER_PROMPT, RecipeError, paper_average, read_jsonl, render_prompt
+from mixcot_nb.core import BenchmarkSummary, EvalSummary
 from mixcot_nb.evaluation import (EvalRecipe, count_parameters, grade_responses,
-                                  read_records, run_eval, summarise_records, unjudged)
+                                  read_records, run_eval, run_evaluation, summarise_records, unjudged)
 from mixcot_nb.problems import load_problems
 from math500_check import MATH500_14B, check_math500_14b
 
@@ -41,9 +42,9 @@ def _check_consistent(out: Path, bench: str, n_problems: int, n: int):
 
 def test_tiny_model_records_and_summary(tiny_model, data, tmp_path):
     problems = load_problems("math500", path=data/"math500", limit=5)
-    res = run_eval(_recipe(tiny_model, data, tmp_path/"e", n=2, temperature=1.0), progress=False)
+    res = run_evaluation(_recipe(tiny_model, data, tmp_path/"e", n=2, temperature=1.0), progress=False)
     recs, summary = _check_consistent(tmp_path/"e", "math500", 5, 2)
-    assert res["math500"] == summary
+    assert isinstance(res, EvalSummary) and res.folder == tmp_path/"e" and res.benchmarks["math500"].model_dump(mode="json") == summary
     assert {r.problem_id for r in recs} == {p.id for p in problems}
     assert {r.gold for r in recs} == {p.answer for p in problems}
     assert summary["ci_method"] == "bootstrap_problems" and set(summary["pass_at_k"]) == {"1", "2"}
@@ -58,10 +59,10 @@ def test_tiny_model_records_and_summary(tiny_model, data, tmp_path):
 def test_greedy_gsm8k_bare_prompt_and_batching_agree(tiny_model, data, tmp_path):
     "Greedy records are the same batched and one at a time; GSM8K gets the bare question."
     kw = dict(benchmarks=["gsm8k"], data={"gsm8k": str(data/"gsm8k")}, limit=3)
-    a = run_eval(_recipe(tiny_model, data, tmp_path/"a", **kw), progress=False)
-    b = run_eval(_recipe(tiny_model, data, tmp_path/"b", engine={"engine": "transformers", "batch_size": 1}, **kw), progress=False)
+    a = run_evaluation(_recipe(tiny_model, data, tmp_path/"a", **kw), progress=False)
+    b = run_evaluation(_recipe(tiny_model, data, tmp_path/"b", engine={"engine": "transformers", "batch_size": 1}, **kw), progress=False)
     ra, rb = read_records(tmp_path/"a"/"gsm8k.jsonl"), read_records(tmp_path/"b"/"gsm8k.jsonl")
-    assert [r.response for r in ra] == [r.response for r in rb] and a["gsm8k"]["accuracy"] == b["gsm8k"]["accuracy"]
+    assert [r.response for r in ra] == [r.response for r in rb] and a.benchmarks["gsm8k"].accuracy == b.benchmarks["gsm8k"].accuracy
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tiny_model)
     q = load_problems("gsm8k", path=data/"gsm8k", limit=1)[0].problem
@@ -71,8 +72,8 @@ def test_greedy_gsm8k_bare_prompt_and_batching_agree(tiny_model, data, tmp_path)
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from mixcot_nb.evaluation import EvalRecipe, run_eval
-    run_eval(EvalRecipe.model_validate_json(sys.argv[1]), progress=False)
+    from mixcot_nb.evaluation import EvalRecipe, run_evaluation
+    run_evaluation(EvalRecipe.model_validate_json(sys.argv[1]), progress=False)
 """)
 
 
@@ -92,31 +93,31 @@ def test_sigkill_mid_run_then_resume(tiny_model, data, tmp_path):
     before = f.read_bytes()
     n_before = before.count(b"\n")
     assert 2 <= n_before < 12, n_before
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     after = f.read_bytes()
     assert after.startswith(before[:before.rfind(b"\n") + 1]), "lines written before the kill are kept as they were"
     _check_consistent(out, "math500", 12, 1)
     # a third run has nothing to do: the file does not change
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     assert f.read_bytes() == after
 
 
 def test_torn_last_line_is_recovered(tiny_model, data, tmp_path):
     out = tmp_path/"torn"
     recipe = _recipe(tiny_model, data, out, limit=3)
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     f = out/"math500.jsonl"
     lines = f.read_bytes().splitlines(keepends=True)
     f.write_bytes(b"".join(lines[:2]) + lines[2][:40])         # a crash mid-write of the last line
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     _check_consistent(out, "math500", 3, 1)
 
 
 def test_refuses_to_mix_settings_and_bad_recipes(tiny_model, data, tmp_path):
     recipe = _recipe(tiny_model, data, tmp_path/"e", limit=1)
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     with pytest.raises(RecipeError, match="different max_new_tokens"):
-        run_eval(recipe.model_copy(update=dict(max_new_tokens=13)), progress=False)
+        run_evaluation(recipe.model_copy(update=dict(max_new_tokens=13)), progress=False)
     with pytest.raises(ValueError, match="unknown benchmark"):
         EvalRecipe(model="m", benchmarks=["math500", "aime"], output_dir="o")
     assert EvalRecipe(model="m", output_dir="o").benchmarks == PAPER_BENCHMARKS
@@ -132,32 +133,36 @@ def test_openai_engine_against_a_real_server(data, tmp_path):
         recipe = EvalRecipe(model="teacher", engine={"engine": "openai", "base_urls": [server.url], "max_concurrency": 4},
                             benchmarks=["math500"], data={"math500": str(data/"math500")}, limit=6, n=2, temperature=0.7,
                             output_dir=str(tmp_path/"api"))
-        res = run_eval(recipe, progress=False)["math500"]
+        res = run_evaluation(recipe, progress=False).benchmarks["math500"]
     finally:
         server.close()
     recs = read_records(tmp_path/"api"/"math500.jsonl")
     want = sum(server.correct(p.problem, 42, j) for p in problems for j in range(2))
-    assert len(recs) == 12 and res["correct"] == want and 0 < want < 12
-    assert res["pass_at_k"]["2"] >= res["pass_at_k"]["1"] == res["accuracy"]
+    assert len(recs) == 12 and res.correct == want and 0 < want < 12
+    assert res.pass_at_k["2"] >= res.pass_at_k["1"] == res.accuracy
 
 
 def test_grade_real_harness_file(data, tmp_path):
     "Qwen2.5-14B-Instruct's MATH500 responses: their harness says 80.4; we differ on four known responses."
     s = grade_responses(data/MATH500_14B, "math500", tmp_path/"imp", data=data/"math500")
     check_math500_14b(data, [(r.gold, r.answer, r.correct) for r in read_records(tmp_path/"imp"/"math500.jsonl")])
-    assert round(100 * s["accuracy"], 1) == 80.8 and s["ci95"][0] < 0.804 < s["ci95"][1]
-    assert s["n"] == 500 and s["complete"] and s["truncation_rate"] is None
+    assert isinstance(s, BenchmarkSummary) and s.source == str(data/MATH500_14B)
+    assert round(100 * s.accuracy, 1) == 80.8 and s.ci95[0] < 0.804 < s.ci95[1]
+    assert s.n == 500 and s.complete and s.truncation_rate is None
+    assert json.loads((tmp_path/"imp"/"summary.json").read_text())["benchmarks"]["math500"] == s.model_dump(mode="json")
     # the multi-sample file: 100 problems x 8 responses, pass@k over samples
     s8 = grade_responses(data/"shortcot_qwen25_math_rm_maj_example"/"math_cot_100.jsonl", "math_test", tmp_path/"imp8",
                          data=data/"math_hendrycks")
-    assert s8["n"] == 800 and s8["samples_per_problem"] == 8 and s8["ci_method"] == "bootstrap_problems"
-    assert s8["pass_at_k"]["8"] >= s8["pass_at_k"]["4"] >= s8["pass_at_k"]["1"] == pytest.approx(s8["accuracy"])
-    assert not s8["complete"]                     # 100 of the 5,000 MATH test problems
+    assert s8.n == 800 and s8.samples_per_problem == 8 and s8.ci_method == "bootstrap_problems"
+    assert s8.pass_at_k["8"] >= s8.pass_at_k["4"] >= s8.pass_at_k["1"] == pytest.approx(s8.accuracy)
+    assert not s8.complete                     # 100 of the 5,000 MATH test problems
 
 
 def test_paper_average_and_statistics():
     assert paper_average(dict(math_test=64.7, amc23=45.0, gsm8k=81.4, olympiadbench=28.6, aime24=10.0)) == pytest.approx(45.94)
-    assert summarise_records([])["n"] == 0
+    assert summarise_records([]).n == 0
+    s = summarise_records([])
+    assert paper_average({b: s for b in PAPER_BENCHMARKS}) == 0.0
 
 
 def test_openai_concurrency_stays_full_across_old_chunk_boundaries(data, tmp_path):
@@ -181,7 +186,7 @@ def test_openai_concurrency_stays_full_across_old_chunk_boundaries(data, tmp_pat
             recipe = EvalRecipe(model="fault-model", engine={"engine": "openai", "base_urls": srv.base_urls, "max_concurrency": 4},
                                 benchmarks=["math500"], data={"math500": str(data/"math500")}, limit=40, max_new_tokens=64,
                                 output_dir=str(out), chunk_size=chunk)
-            run_eval(recipe, progress=False)
+            run_evaluation(recipe, progress=False)
             shares[chunk] = utilisation(srv.requests, 4)
             assert srv.max_in_flight == 4 and len(srv.requests) == 40
         recs = read_records(out/"math500.jsonl")
@@ -191,16 +196,16 @@ def test_openai_concurrency_stays_full_across_old_chunk_boundaries(data, tmp_pat
 
 def test_sampling_fields_pass_through_and_are_checked(tiny_model, data, tmp_path):
     "top_k=1 samples greedily at any temperature; a typo in `sampling` is refused with a hint; `sampling` is part of resuming."
-    greedy = run_eval(_recipe(tiny_model, data, tmp_path/"g", limit=3), progress=False)
-    topk = run_eval(_recipe(tiny_model, data, tmp_path/"k", limit=3, temperature=1.5, sampling={"top_k": 1}), progress=False)
+    greedy = run_evaluation(_recipe(tiny_model, data, tmp_path/"g", limit=3), progress=False)
+    topk = run_evaluation(_recipe(tiny_model, data, tmp_path/"k", limit=3, temperature=1.5, sampling={"top_k": 1}), progress=False)
     assert [r.response for r in read_records(tmp_path/"g"/"math500.jsonl")] == [r.response for r in read_records(tmp_path/"k"/"math500.jsonl")]
-    assert greedy["math500"]["n"] == topk["math500"]["n"] == 3
+    assert greedy.benchmarks["math500"].n == topk.benchmarks["math500"].n == 3
     with pytest.raises(ValueError, match="did you mean: min_tokens"):
         _recipe(tiny_model, data, tmp_path/"x", sampling={"extra": {"min_token": 4}})
     with pytest.raises(ValueError, match="sampling.max_tokens: set `max_new_tokens`"):
         _recipe(tiny_model, data, tmp_path/"x", sampling={"max_tokens": 4})
     with pytest.raises(RecipeError, match="different sampling"):
-        run_eval(_recipe(tiny_model, data, tmp_path/"k", limit=3, temperature=1.5, sampling={"top_k": 2}), progress=False)
+        run_evaluation(_recipe(tiny_model, data, tmp_path/"k", limit=3, temperature=1.5, sampling={"top_k": 2}), progress=False)
 
 
 # ---- the judge after the student's engine is released ------------------------------------------------------------
@@ -231,26 +236,28 @@ def _judged_recipe(tiny_model, judge_model, data, out):
 def test_judge_loads_after_the_student_engine_is_released(tiny_model, judge_model, data, tmp_path):
     EVENTS.clear(); ENGINES_BUILT.clear()
     recipe = _judged_recipe(tiny_model, judge_model, data, tmp_path/"j")
-    res = run_eval(recipe, progress=False)
+    res = run_evaluation(recipe, progress=False)
     assert EVENTS == [("init", str(tiny_model), True), ("close", str(tiny_model), None),
                       ("init", str(judge_model), True), ("close", str(judge_model), None)]
     recs = read_records(tmp_path/"j"/"math500.jsonl")
     misses = [r for r in recs if r.answer is not None and r.decided_by not in ("exact", "normalised", "math_verify")]
     assert misses and unjudged(recs) == [] and all(r.judged for r in misses)
     assert any(r.decided_by == "judge" and r.correct for r in recs), "the judge's verdicts reach the records"
-    assert res["math500"]["decided_by"].get("judge") == sum(r.decided_by == "judge" for r in recs)
-    assert json.loads((tmp_path/"j"/"summary.json").read_text())["benchmarks"]["math500"] == res["math500"]
+    assert res.benchmarks["math500"].decided_by.get("judge") == sum(r.decided_by == "judge" for r in recs)
+    assert json.loads((tmp_path/"j"/"summary.json").read_text()) == res.model_dump(mode="json")
     # nothing left: a second run builds neither engine
     EVENTS.clear()
-    assert run_eval(recipe, progress=False) == res and EVENTS == []
+    assert run_evaluation(recipe, progress=False).benchmarks == res.benchmarks and EVENTS == []
     with pytest.raises(RecipeError, match="released first"):   # a caller's engine cannot be released before a local judge
-        run_eval(recipe, progress=False, engine=ENGINES_BUILT[0])
+        run_evaluation(recipe, progress=False, engine=ENGINES_BUILT[0])
+    with pytest.warns(DeprecationWarning, match="use run_evaluation"):          # the old name still works, and says so
+        assert run_eval(recipe, progress=False).benchmarks == res.benchmarks and EVENTS == []
 
 
 KILL_AT_JUDGE = textwrap.dedent("""
     import os, signal, sys
     from mixcot_nb.backends import TransformersEngine, register_engine
-    from mixcot_nb.evaluation import EvalRecipe, run_eval
+    from mixcot_nb.evaluation import EvalRecipe, run_evaluation
 
     @register_engine
     class Recording(TransformersEngine):
@@ -259,7 +266,7 @@ KILL_AT_JUDGE = textwrap.dedent("""
             if str(model) == sys.argv[2]: os.kill(os.getpid(), signal.SIGKILL)   # killed as the judge's engine starts
             super().__init__(model, **kw)
 
-    run_eval(EvalRecipe.model_validate_json(sys.argv[1]), progress=False)
+    run_evaluation(EvalRecipe.model_validate_json(sys.argv[1]), progress=False)
 """)
 
 
@@ -272,7 +279,7 @@ def test_kill_between_generation_and_judging_resumes_with_the_judge_only(tiny_mo
     before = read_records(out/"math500.jsonl")
     assert len(before) == 8 and unjudged(before) and not any(r.judged or r.decided_by == "judge" for r in before)
     EVENTS.clear(); ENGINES_BUILT.clear()
-    run_eval(recipe, progress=False)
+    run_evaluation(recipe, progress=False)
     assert EVENTS == [("init", str(judge_model), True), ("close", str(judge_model), None)], "the student is not loaded again"
     after = read_records(out/"math500.jsonl")
     assert [r.response for r in after] == [r.response for r in before] and unjudged(after) == []
@@ -299,14 +306,14 @@ def test_lenient_policy_flips_the_headline(data, tmp_path):
                 batch_size=4, lr=5e-3)
     model.save_pretrained(tmp_path/"stater"); tok.save_pretrained(tmp_path/"stater")
     kw = dict(data={"math500": str(tmp_path/"math500")}, limit=4, max_new_tokens=16)
-    strict = run_eval(_recipe(tmp_path/"stater", data, tmp_path/"s", **kw), progress=False)["math500"]
-    lenient = run_eval(_recipe(tmp_path/"stater", data, tmp_path/"l", policy="lenient", **kw), progress=False)["math500"]
+    strict = run_evaluation(_recipe(tmp_path/"stater", data, tmp_path/"s", **kw), progress=False).benchmarks["math500"]
+    lenient = run_evaluation(_recipe(tmp_path/"stater", data, tmp_path/"l", policy="lenient", **kw), progress=False).benchmarks["math500"]
     recs = read_records(tmp_path/"l"/"math500.jsonl")
     assert [r.answer for r in recs] == ["3"] * 4 and all(r.policy == "lenient" and r.strict_correct is False for r in recs)
-    assert (strict["policy"], strict["accuracy"], lenient["policy"], lenient["accuracy"]) == ("strict", 0.0, "lenient", 1.0)
-    assert strict["lenient_accuracy"] == lenient["accuracy"] and lenient["strict_accuracy"] == strict["accuracy"]
+    assert (strict.policy, strict.accuracy, lenient.policy, lenient.accuracy) == ("strict", 0.0, "lenient", 1.0)
+    assert strict.lenient_accuracy == lenient.accuracy and lenient.strict_accuracy == strict.accuracy
     assert json.loads((tmp_path/"l"/"summary.json").read_text())["benchmarks"]["math500"]["accuracy"] == 1.0
     with pytest.raises(RecipeError, match="different policy"):        # one folder, one policy
-        run_eval(_recipe(tmp_path/"stater", data, tmp_path/"s", policy="lenient", **kw), progress=False)
+        run_evaluation(_recipe(tmp_path/"stater", data, tmp_path/"s", policy="lenient", **kw), progress=False)
     with pytest.raises(ValidationError, match="policy"):
         _recipe(tmp_path/"stater", data, tmp_path/"x", policy="loose")

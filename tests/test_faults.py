@@ -72,10 +72,10 @@ def test_kill_during_checkpoint_save_resumes_from_last_complete(random_model, tm
     assert [t.name for t in _torn(out)] == ["checkpoint-5"] and _complete(out)[-1] == 4
     with pytest.warns(UserWarning, match="incomplete checkpoint"):
         s = run_training(r, progress=False)
-    assert s["torn_checkpoints"] and all(".torn" in Path(t).name for t in s["torn_checkpoints"])
+    assert s.torn_checkpoints and all(".torn" in Path(t).name for t in s.torn_checkpoints)
     assert not _torn(out)                                                  # set aside; checkpoint-5 written anew
-    assert Path(s["resumed_from"]).name == "checkpoint-4"
-    assert s["steps"] == 40
+    assert Path(s.resumed_from).name == "checkpoint-4"
+    assert s.steps == 40
 
 
 # --- 2. two writers on one store ---------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ WRITER = textwrap.dedent("""
     from mixcot_nb.core import Trace, append_jsonl
     path, who = sys.argv[1], sys.argv[2]
     for i in range(0, 2000, 4):
-        append_jsonl(path, [Trace(teacher=who, problem_id=f"p/{i + j}", sample_idx=0, text="x" * 20000) for j in range(4)])
+        append_jsonl(path, [Trace(teacher=who, problem_id=f"p/{i + j}", sample_idx=0, response="x" * 20000) for j in range(4)])
 """)
 
 
@@ -210,7 +210,7 @@ def test_full_disk_keeps_every_complete_line(small_disk):
     written = 0
     with pytest.raises(OSError) as e:
         for i in range(10_000):
-            written += append_jsonl(path, [Trace(teacher="t", problem_id=f"p/{i}", sample_idx=0, text="x" * 3000)])
+            written += append_jsonl(path, [Trace(teacher="t", problem_id=f"p/{i}", sample_idx=0, response="x" * 3000)])
     assert e.value.errno == 28                        # ENOSPC
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -218,7 +218,7 @@ def test_full_disk_keeps_every_complete_line(small_disk):
     assert [r.problem_id for r in recs] == [f"p/{i}" for i in range(written)]
     lines = path.read_bytes().split(b"\n")
     os.truncate(path, sum(len(l) + 1 for l in lines[:-11]))     # make room: drop the last ten whole lines (and any torn tail)
-    append_jsonl(path, [Trace(teacher="t", problem_id="after", sample_idx=0, text="y")])
+    append_jsonl(path, [Trace(teacher="t", problem_id="after", sample_idx=0, response="y")])
     assert read_jsonl(path, Trace)[-1].problem_id == "after"
 
 
@@ -311,9 +311,9 @@ def test_reimport_matches_rows_by_content(tmp_path, data):
     import_traces(t, problems, store, grade_workers=0, progress=False)
     f.write_text("".join(json.dumps(r) + "\n" for r in [long, *short]))        # new row before the old ones
     s = import_traces(t, problems, store, grade_workers=0, progress=False)
-    texts = Counter(tr.text for tr in store.read("t"))
+    texts = Counter(tr.response for tr in store.read("t"))
     assert texts == Counter(short[0]["code"] + short[1]["code"] + long["code"])     # `code` holds a list of samples
-    assert s["imported"] == 1 and s["already_stored"] == 2
+    assert s.imported == 1 and s.already_stored == 2
     idx = sorted((tr.problem_id, tr.sample_idx) for tr in store.read("t"))
     assert len(set(idx)) == 3
 
@@ -614,9 +614,9 @@ def test_shard_stats_count_only_sampled_problems(tmp_path, data):
                            sampling=dict(max_tokens=64))]))
         s0 = run_sampling(rec, shard="0/2", progress=False)["ref"]
         mine = [p for p in problems if shard_of(p.id, 2) == 0]
-        assert (s0["solved"], s0["unsolved"]) == (len(mine), 0), s0
+        assert (s0.solved, s0.unsolved) == (len(mine), 0), s0
         s1 = run_sampling(rec, shard="1/2", progress=False)["ref"]
-        assert (s1["solved"], s1["unsolved"]) == (len(problems), 0), s1
+        assert (s1.solved, s1.unsolved) == (len(problems), 0), s1
     finally: server.close()
 
 

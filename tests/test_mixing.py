@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from mixcot_nb.core import PAPER_PROMPT, JsonlError, Problem, RunDir, Trace, read_jsonl, render_prompt, write_jsonl
 import pyarrow as pa
 
-from mixcot_nb.mixing import (MixSpec, allocate, assign, build_mix, builtin_mix, export_alpaca, fetch_texts, iter_texts,
+from mixcot_nb.mixing import (MixSpec, MixSummary, allocate, assign, build_mix, builtin_mix, export_alpaca, fetch_texts, iter_texts,
                               load_mix, scan_traces)
 from mixcot_nb.problems import load_problems
 from mixcot_nb.sampling import TeacherSpec, TraceStore, import_traces
@@ -33,7 +33,7 @@ def make_run(root, table:dict[str, dict[str, list[str]]], problems:list[Problem]
     run, store = RunDir(root), TraceStore(root)
     write_jsonl(run.root/"problems"/"x.jsonl", problems)
     for t, by_pid in table.items():
-        traces = [Trace(teacher=t, problem_id=p, sample_idx=i, text=(texts or text_of)(t, p, i), correct=STATUS[s][0],
+        traces = [Trace(teacher=t, problem_id=p, sample_idx=i, response=(texts or text_of)(t, p, i), correct=STATUS[s][0],
                         finish_reason=STATUS[s][1], completion_tokens=7 + i)
                   for p, sts in by_pid.items() for i, s in enumerate(sts)]
         store.append(traces)
@@ -104,10 +104,10 @@ def test_intersection_shares_equal_weights(case, per_problem, seed):
     problems_per_source = Counter(r["teacher"] for r in rows if r["sample_idx"] == min(
         x["sample_idx"] for x in rows if x["problem_id"] == r["problem_id"]))
     assert {r["problem_id"] for r in rows} == pool                          # every pooled problem, each once
-    assert len(rows) == per_problem * len(pool) == stats["rows"]
+    assert len(rows) == per_problem * len(pool) == stats.rows
     assert within_one_row(problems_per_source, weights, len(pool))
-    assert stats["rows_per_source"] == {t: per_problem * problems_per_source.get(t, 0) for t in table}
-    assert stats["eligible_problems_per_source"] == {t: sum(sts.count("ok") >= 1 for sts in by.values())
+    assert stats.rows_per_source == {t: per_problem * problems_per_source.get(t, 0) for t in table}
+    assert stats.eligible_problems_per_source == {t: sum(sts.count("ok") >= 1 for sts in by.values())
                                                      for t, by in table.items()}
     expect_dropped = Counter()
     for t, by in table.items():
@@ -115,7 +115,7 @@ def test_intersection_shares_equal_weights(case, per_problem, seed):
             for x in sts:
                 if x in ("wrong", "ungraded"): expect_dropped[f"{t}:incorrect"] += 1
                 if x == "trunc": expect_dropped[f"{t}:truncated"] += 1
-    assert stats["dropped"] == dict(expect_dropped)
+    assert stats.dropped == dict(expect_dropped)
 
 
 @settings(deadline=None, max_examples=20)
@@ -136,7 +136,7 @@ def test_union_shares_and_availability(case, seed):
         stats = build_mix(s, run, progress=False)
         rows = rows_of(d)
     keys = [(r["teacher"], r["problem_id"], r["sample_idx"]) for r in rows]
-    assert len(keys) == len(set(keys)) == stats["rows"]                     # no response twice
+    assert len(keys) == len(set(keys)) == stats.rows                     # no response twice
     assert all(table[t][p][i] == "ok" for t, p, i in keys)
     counts = Counter(t for t, _, _ in keys)
     assert all(counts[t] <= avail[t] for t in table)                        # never more than a source has
@@ -194,8 +194,8 @@ def test_n_sources(tmp_path, weights):
     stats = build_mix(spec(weights=weights), run, progress=False)
     rows = rows_of(tmp_path)
     check_rows(rows, table, problems)
-    assert len(rows) == 101 and within_one_row(stats["rows_per_source"], weights, 101)
-    assert stats["rows_per_source"] == Counter(r["teacher"] for r in rows)
+    assert len(rows) == 101 and within_one_row(stats.rows_per_source, weights, 101)
+    assert stats.rows_per_source == Counter(r["teacher"] for r in rows)
 
 
 def test_per_problem_several(big):
@@ -203,7 +203,7 @@ def test_per_problem_several(big):
     stats = build_mix(spec(weights={"a": 1, "b": 3}, per_problem=2), run, progress=False)
     rows = rows_of(run.root)
     check_rows(rows, table, problems, per_problem=2)
-    assert stats["rows"] == 600 and stats["problems"] == 300 and stats["rows_per_source"] == {"a": 150, "b": 450}
+    assert stats.rows == 600 and stats.problems == 300 and stats.rows_per_source == {"a": 150, "b": 450}
     with pytest.raises(ValueError, match="no problem has 3 eligible response"): build_mix(spec(per_problem=3), run, progress=False)
 
 
@@ -213,13 +213,13 @@ def test_builtin_mix_long(tmp_path):
     run = make_run(tmp_path, table, problems)
     roles = {"long": "qwq", "short": "qwen"}
     stats = build_mix(builtin_mix("mix-long", roles), run, progress=False)
-    assert stats["rows_per_source"] == {"qwq": 8, "qwen": 32} and stats["dropped"] == {"qwq:incorrect": 50, "qwen:incorrect": 10}
+    assert stats.rows_per_source == {"qwq": 8, "qwen": 32} and stats.dropped == {"qwq:incorrect": 50, "qwen:incorrect": 10}
     check_rows(rows_of(tmp_path, "mix-long"), table, problems)
     long = build_mix(builtin_mix("long", roles), run, progress=False)     # paired: only the problems qwen solved too
-    assert long["rows_per_source"] == {"qwq": 40} and long["pool"]["hash"] == stats["pool"]["hash"]
-    assert long["dropped"] == {"qwq:incorrect": 50, "qwq:unpaired": 10, "qwen:incorrect": 10}
+    assert long.rows_per_source == {"qwq": 40} and long.pool.hash == stats.pool.hash
+    assert long.dropped == {"qwq:incorrect": 50, "qwq:unpaired": 10, "qwen:incorrect": 10}
     own = build_mix(builtin_mix("long", {"long": "qwq"}, paired=False), run, progress=False)
-    assert own["rows_per_source"] == {"qwq": 50} and own["pool"] == {**own["pool"], "problems": 50, "paired_with": []}
+    assert own.rows_per_source == {"qwq": 50} and (own.pool.problems, own.pool.paired_with) == (50, [])
 
 
 # ---- clear errors --------------------------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_filters(tmp_path, correct_only, drop_truncated, expect, dropped):
     s = MixSpec(name="m", sources=[dict(teacher="a", weight=1, correct_only=correct_only, drop_truncated=drop_truncated)])
     stats = build_mix(s, run, progress=False)
     assert {r["problem_id"][-1] for r in rows_of(tmp_path)} == expect
-    assert stats["dropped"] == dropped
+    assert stats.dropped == dropped
 
 
 # ---- over-long responses, measured with a real tokenizer -------------------------------------------------------------
@@ -319,21 +319,21 @@ def test_overlength_drop(long_run, tokenizer_dir):
     stats = build_mix(spec(tokenizer=str(tokenizer_dir), max_tokens=budget), run, progress=False)
     over = Counter(t for (t, _), n in lengths.items() if n > budget)
     assert over["a"] > over["b"] > 0
-    assert stats["dropped"] == {"a:incorrect": 40, "b:incorrect": 40, "a:overlength": over["a"], "b:overlength": over["b"]}
+    assert stats.dropped == {"a:incorrect": 40, "b:incorrect": 40, "a:overlength": over["a"], "b:overlength": over["b"]}
     rows = rows_of(run.root)
     pool = {p.id for p in problems if lengths[("a", p.id)] <= budget and lengths[("b", p.id)] <= budget}
     assert {r["problem_id"] for r in rows} == pool and len(rows) == len(pool)    # shares exact after dropping
     assert within_one_row(Counter(r["teacher"] for r in rows), {"a": 1, "b": 1}, len(pool))
     assert all(r["tokens"] == lengths[(r["teacher"], r["problem_id"])] <= budget for r in rows)   # never truncated
     assert all(r["messages"][1]["content"] == long_text(r["teacher"], r["problem_id"], 0) for r in rows)
-    assert stats["length_unit"] == "tokens" and stats["length_overall"]["p95"] <= budget
+    assert stats.length_unit == "tokens" and stats.length_overall["p95"] <= budget
 
 
 def test_overlength_keep_and_error(long_run, tokenizer_dir):
     run, problems, lengths, budget = long_run
     stats = build_mix(spec(tokenizer=str(tokenizer_dir), max_tokens=budget, overlength="keep"), run, progress=False)
     rows = rows_of(run.root)
-    assert len(rows) == 40 and "a:overlength" not in stats["dropped"]
+    assert len(rows) == 40 and "a:overlength" not in stats.dropped
     assert max(r["tokens"] for r in rows) > budget
     assert all(r["tokens"] == lengths[(r["teacher"], r["problem_id"])] for r in rows)
     with pytest.raises(ValueError, match=rf"response to syn/\d+ has \d+ tokens > max_tokens {budget}"):
@@ -348,9 +348,9 @@ def test_paired_pool_after_the_budget(long_run, tokenizer_dir):
     b = build_mix(spec("b", weights={"b": 1}, pool_with=["a"], **kw), run, progress=False)   # a's run longer: it bounds b
     both = build_mix(spec("ab", **kw), run, progress=False)
     pool = {p.id for p in problems if lengths[("a", p.id)] <= budget and lengths[("b", p.id)] <= budget}
-    assert {r["problem_id"] for r in rows_of(run.root, "b")} == pool and b["pool"]["problems"] == both["pool"]["problems"] == len(pool)
-    assert b["pool"]["hash"] == both["pool"]["hash"] and b["pool"]["teachers"] == ["b", "a"]
-    assert b["dropped"]["b:unpaired"] == sum(lengths[("b", p.id)] <= budget for p in problems) - len(pool) > 0
+    assert {r["problem_id"] for r in rows_of(run.root, "b")} == pool and b.pool.problems == both.pool.problems == len(pool)
+    assert b.pool.hash == both.pool.hash and b.pool.teachers == ["b", "a"]
+    assert b.dropped["b:unpaired"] == sum(lengths[("b", p.id)] <= budget for p in problems) - len(pool) > 0
 
 
 def test_old_overlength_key_reads_with_a_warning(tmp_path):
@@ -368,8 +368,8 @@ def test_tokenizer_without_budget_measures_only(long_run, tokenizer_dir):
     run, problems, lengths, budget = long_run
     stats = build_mix(spec(tokenizer=str(tokenizer_dir)), run, progress=False)
     rows = rows_of(run.root)
-    assert len(rows) == 40 and stats["dropped"] == {"a:incorrect": 40, "b:incorrect": 40}
-    assert stats["length_unit"] == "tokens" and all(r["tokens"] == lengths[(r["teacher"], r["problem_id"])] for r in rows)
+    assert len(rows) == 40 and stats.dropped == {"a:incorrect": 40, "b:incorrect": 40}
+    assert stats.length_unit == "tokens" and all(r["tokens"] == lengths[(r["teacher"], r["problem_id"])] for r in rows)
 
 
 # ---- decontamination ------------------------------------------------------------------------------------------------
@@ -381,11 +381,11 @@ def test_decontamination_against_math500(tmp_path, data):
     table = {t: {p.id: ["ok"] for p in problems} for t in ("a", "b")}
     run = make_run(tmp_path, table, problems)
     plain = build_mix(spec("plain"), run, progress=False)
-    assert "syn/planted" in {r["problem_id"] for r in rows_of(tmp_path, "plain")} and plain["rows"] == 21
+    assert "syn/planted" in {r["problem_id"] for r in rows_of(tmp_path, "plain")} and plain.rows == 21
     stats = build_mix(spec(decontaminate=["math500"], eval_data={"math500": str(data/"math500")}), run, progress=False)
     assert "syn/planted" not in {r["problem_id"] for r in rows_of(tmp_path)}
-    assert stats["rows"] == 20 and stats["decontaminated_problems"] == 1
-    assert stats["dropped"] == {"a:decontaminated": 1, "b:decontaminated": 1}
+    assert stats.rows == 20 and stats.decontaminated_problems == 1
+    assert stats.dropped == {"a:decontaminated": 1, "b:decontaminated": 1}
 
 
 # ---- the store read path -------------------------------------------------------------------------------------------
@@ -400,7 +400,24 @@ def test_torn_last_line_is_recovered(tmp_path):
     assert t["problem_id"].to_pylist() == [p.id for p in problems[:5]] and t["row"].to_pylist() == list(range(5))
     assert fetch_texts(TraceStore(run), "a", t.take([4, 0, 2])).to_pylist() == [text_of("a", problems[i].id, 0) for i in (4, 0, 2)]
     stats = build_mix(spec(weights={"a": 1}), run, progress=False)
-    assert stats["rows"] == 5 and f.read_bytes() == before                  # mixing only reads the store
+    assert stats.rows == 5 and f.read_bytes() == before                  # mixing only reads the store
+
+
+def test_a_store_from_before_trace_response_mixes(tmp_path):
+    "Lines that name the output `text` (stores written before `Trace.response`) and new ones in one file: each text found."
+    problems = problems_of(4)
+    run = make_run(tmp_path, {"a": {p.id: ["ok"] for p in problems}}, problems)
+    f = TraceStore(run).file("a")
+    lines = [json.loads(l) for l in f.read_text().splitlines()]
+    old = [{("text" if k == "response" else k): v for k, v in d.items()} for d in lines[:2]]
+    f.write_text("".join(json.dumps(d) + "\n" for d in old + lines[2:]))
+    t = scan_traces(TraceStore(run), "a")
+    assert fetch_texts(TraceStore(run), "a", t.take([3, 0, 1, 2])).to_pylist() == [text_of("a", problems[i].id, 0) for i in (3, 0, 1, 2)]
+    build_mix(spec(weights={"a": 1}), run, progress=False)
+    assert all(r["messages"][1]["content"] == text_of("a", r["problem_id"], 0) for r in rows_of(tmp_path))
+    f.write_text(f.read_text().replace('"sample_idx": 0', '"sample_idx": "0"', 1))   # Arrow refuses it: the strict reader reads
+    t = scan_traces(TraceStore(run), "a")
+    assert fetch_texts(TraceStore(run), "a", t).to_pylist() == [text_of("a", p.id, 0) for p in problems]
 
 
 def test_malformed_middle_line_names_file_and_line(tmp_path):
@@ -460,7 +477,7 @@ def test_odd_whitespace_lines(tmp_path):
     lines = f.read_text().splitlines(keepends=True)
     f.write_text(lines[0] + "\x0c\n" + lines[1] + " \x0b \n" + "".join(lines[2:]))
     stats = build_mix(spec(weights={"a": 1}), run, progress=False)
-    assert stats["rows"] == 5
+    assert stats.rows == 5
     assert all(r["messages"][1]["content"] == text_of("a", r["problem_id"], 0) for r in rows_of(tmp_path))
 
 
@@ -469,15 +486,15 @@ def test_duplicate_keys_across_shards_count_once(tmp_path):
     a, b, c = (p.id for p in problems)
     run, store = RunDir(tmp_path), TraceStore(tmp_path)
     write_jsonl(run.root/"problems"/"x.jsonl", problems)
-    tr = lambda p, text: Trace(teacher="t", problem_id=p, sample_idx=0, text=text, correct=True, finish_reason="stop")
+    tr = lambda p, text: Trace(teacher="t", problem_id=p, sample_idx=0, response=text, correct=True, finish_reason="stop")
     store.append([tr(a, "first A"), tr(b, "B")], shard=(0, 2))
     store.append([tr(a, "second A"), tr(c, "C")], shard=(1, 2))
     t = scan_traces(store, "t")
     assert sorted(t["problem_id"].to_pylist()) == [a, b, c]
     stats = build_mix(spec(weights={"t": 1}), run, progress=False)
-    assert stats["rows"] == 3 and stats["eligible_problems_per_source"] == {"t": 3}
+    assert stats.rows == 3 and stats.eligible_problems_per_source == {"t": 3}
     got = {r["problem_id"]: r["messages"][1]["content"] for r in rows_of(tmp_path)}
-    assert got == {a: "first A", b: "B", c: "C"} == {x.problem_id: x.text for x in store.read("t")}
+    assert got == {a: "first A", b: "B", c: "C"} == {x.problem_id: x.response for x in store.read("t")}
 
 
 # ---- the real response files ---------------------------------------------------------------------------------------
@@ -500,22 +517,23 @@ def test_real_mix_round_trips(real_run):
     traces = {t: {x.key: x for x in store.read(t)} for t in ("long", "short")}
     correct = {t: {k[1] for k, x in v.items() if x.correct} for t, v in traces.items()}
     pool = correct["long"] & correct["short"]
-    assert len(pool) > 50 and stats["rows"] == len(pool)
+    assert len(pool) > 50 and stats.rows == len(pool)
 
     ds = load_mix(run.mix("mix-long"))
     assert set(ds.column_names) >= {"messages", "problem_id", "teacher", "sample_idx"}
     got = ds.to_list()
     by_id = {p.id: p for p in math500}
     expect = [dict(messages=[{"role": "user", "content": render_prompt(PAPER_PROMPT, by_id[r["problem_id"]].problem)},
-                             {"role": "assistant", "content": traces[r["teacher"]][(r["teacher"], r["problem_id"], r["sample_idx"])].text}],
+                             {"role": "assistant", "content": traces[r["teacher"]][(r["teacher"], r["problem_id"], r["sample_idx"])].response}],
                    problem_id=r["problem_id"], teacher=r["teacher"], sample_idx=r["sample_idx"], tokens=None) for r in got]
     assert got == expect
     assert all(traces[r["teacher"]][(r["teacher"], r["problem_id"], r["sample_idx"])].correct for r in got)
     assert len({r["problem_id"] for r in got}) == len(got) and {r["problem_id"] for r in got} == pool
-    assert Counter(r["teacher"] for r in got) == stats["rows_per_source"]
-    assert within_one_row(stats["rows_per_source"], {"long": 0.2, "short": 0.8}, len(pool))
+    assert Counter(r["teacher"] for r in got) == stats.rows_per_source
+    assert within_one_row(stats.rows_per_source, {"long": 0.2, "short": 0.8}, len(pool))
     assert (run.mix("mix-long")/"lengths.png").stat().st_size > 1000
-    assert json.loads((run.mix("mix-long")/"stats.json").read_text()) == stats
+    assert json.loads((run.mix("mix-long")/"stats.json").read_text()) == stats.model_dump(mode="json", exclude_none=True)
+    assert MixSummary.model_validate_json((run.mix("mix-long")/"stats.json").read_text()) == stats
 
     alpaca = read_jsonl(export_alpaca(run.mix("mix-long"), run.root/"mix-long.alpaca.jsonl"))
     assert alpaca == [{"problem": r["messages"][0]["content"], "solution": r["messages"][1]["content"]} for r in got]
@@ -523,6 +541,18 @@ def test_real_mix_round_trips(real_run):
     again = load_dataset("json", data_files=str(run.root/"mix-long.alpaca.jsonl"), split="train",
                          cache_dir=str(run.root/"hf-cache"))
     assert again.column_names == ["problem", "solution"] and again.to_list() == alpaca
+
+
+def test_summary_of_an_old_mix_reads(tmp_path):
+    "A `stats.json` from before the pool and eligible counts were recorded validates; written back, no `pool` key appears."
+    old = {"name": "m", "rows": 2, "problems": 2, "weights": {"a": 1.0}, "rows_per_source": {"a": 2}, "share_per_source": {"a": 1.0},
+           "length_unit": "chars", "length_per_source": {"a": {"n": 2, "mean": 3.0, "median": 3.0, "p95": 4, "max": 4}},
+           "length_overall": {"n": 2, "mean": 3.0, "median": 3.0, "p95": 4, "max": 4}, "dropped": {}, "decontaminated_problems": 0}
+    s = MixSummary.model_validate(old)
+    assert s.pool is None and s.eligible_problems_per_source == {}
+    assert json.loads(s.save(tmp_path/"stats.json").read_text()) == old | {"eligible_problems_per_source": {}}
+    assert repr(s) == "MixSummary('m': 2 rows (a 2) over 2 problems, median 3.0 chars, 0 rows dropped)"
+    with pytest.raises(ValueError, match="rows_per_source"): MixSummary.model_validate(old | {"rows_per_source": {"a": "two"}})
 
 
 def test_paired_arms_share_one_pool_real(real_run, tmp_path):

@@ -76,6 +76,20 @@ def test_grid_killed_resumed_rerun_changed(tmp_path, data, students):
     assert set(done_events(run_dir).values()) == {1}, "a unit finished twice"
     assert manifest["versions"]["torch"].startswith("2.13") and str(data/"math500") in manifest["data"]
     assert (run_dir/"report"/"report.md").exists()
+    # each unit keeps its stage's typed summary as JSON, the same as the stage's own file
+    from mixcot_nb.core import read_summary
+    from mixcot_nb.mixing import MixSummary
+    from mixcot_nb.pipeline import unit_file
+    from mixcot_nb.sampling import SampleSummary
+    from mixcot_nb.training import read_train_summary
+    result = lambda uid: json.loads(unit_file(run_dir, uid, ".json").read_text())["result"]
+    assert SampleSummary.model_validate(result("sample:long-style")) == SampleSummary.model_validate_json(
+        (run_dir/"traces"/"long-style"/"stats.json").read_text())
+    assert MixSummary.model_validate(result("mix:mix")) == MixSummary.model_validate_json((run_dir/"mixes"/"mix"/"stats.json").read_text())
+    model = run_dir/"models"/"tiny-qwen__long"
+    assert result("train:tiny-qwen:long")["model_path"] == read_train_summary(model/"train_summary.json").model_path
+    evals = run_dir/"evals"/"tiny-qwen__long"
+    assert result("eval:tiny-qwen:long")["benchmarks"]["math500"]["accuracy"] == read_summary(evals).benchmarks["math500"].accuracy
 
     r = mixcot("run", recipe)
     assert r.returncode == 0 and "nothing to do: all 13 units are up to date" in r.stdout, r.stdout + r.stderr[-2000:]
@@ -210,7 +224,7 @@ def test_training_unit_launched_on_two_processes_matches_one(tmp_path, data, stu
     state = json.loads((tmp_path/"two"/"units"/"train__tiny-qwen__long.json").read_text())
     launch = state["launch"]
     assert state["status"] == "done" and launch["exit_status"] == 0 and launch["world_size"] == 2 and launch["strategy"] == "ddp"
-    assert "accelerate.commands.launch" in launch["command"] and '"world_size": 2' in Path(launch["log"]).read_text()
+    assert "accelerate.commands.launch" in launch["command"] and "world size 2" in Path(launch["log"]).read_text()   # `TrainSummary`'s line
     assert "launch" not in json.loads((tmp_path/"one"/"units"/"train__tiny-qwen__long.json").read_text())   # in-process
     plan = mixcot("run", two, "--plan").stdout
     assert "train:tiny-qwen:long\tdone\t2 x ddp\t" in plan

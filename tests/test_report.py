@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from matplotlib.text import Text
 
-from mixcot_nb.core import RunDir, agg_figure, write_json, write_jsonl
+from mixcot_nb.core import EvalSummary, RunDir, agg_figure, write_json, write_jsonl
 from mixcot_nb.evaluation import EvalRecord, summarise_records
 from mixcot_nb.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Gate, _by_family, _place_labels, accuracy_table,
                               build_report, compare_arms, format_gates, gain_table, gap_table, generic_gates, load_results,
@@ -30,7 +30,7 @@ def _write_eval(d: Path, arm: str, counts: dict, records: bool = True, params: i
                 for i in range(N[b])]
         if records: write_jsonl(d/f"{b}.jsonl", recs)
         benches[b] = summarise_records(recs, expected=N[b])
-    write_json(d/"summary.json", {"model": f"m-{arm}", "num_parameters": params, "benchmarks": benches})
+    write_json(d/"summary.json", EvalSummary(model=f"m-{arm}", num_parameters=params, benchmarks=benches).model_dump(mode="json"))
 
 
 @pytest.fixture
@@ -67,6 +67,29 @@ def test_known_numbers_exactly(run):
     assert gains[("tiny-s", "mix-long", "long")] == pytest.approx(_avg("tiny-s", "mix-long") - _avg("tiny-s", "long"))
     assert gains[("tiny-s", "mix-large", "small")] == pytest.approx(_avg("tiny-s", "mix-large") - _avg("tiny-s", "small"))
     assert not any(k[0] == "tiny-l" for k in gains)           # no mix arms for that student
+
+
+def test_results_are_typed_summaries_that_know_their_folder(run):
+    results = load_results(run)
+    s = results["tiny-s"]["long"]
+    assert isinstance(s, EvalSummary) and s.folder == run.evals("tiny-s", "long") and s.benchmarks["gsm8k"].n == N["gsm8k"]
+    assert "folder" not in json.loads((s.folder/"summary.json").read_text())
+
+
+def test_summaries_from_before_policies_and_without_records_report_as_before(tmp_path):
+    "A summary.json as older versions wrote it (no `policy`, no `strict_accuracy`, no records): strict, normal intervals."
+    r = RunDir(tmp_path/"old")
+    for arm, acc in (("long", 0.30), ("short", 0.40)):
+        write_json(r.evals("s", arm)/"summary.json", {"model": f"m-{arm}", "adapter": None, "engine": "transformers", "num_parameters": 1000,
+                   "n": 1, "temperature": 0.0, "max_new_tokens": 256, "paper_average": None, "updated": "2026-11-01T00:00:00+00:00",
+                   "benchmarks": {"lab": {"n": 40, "problems": 40, "samples_per_problem": 1, "correct": int(40 * acc), "accuracy": acc,
+                                          "lenient_accuracy": acc, "ci95": [acc - 0.1, acc + 0.1], "ci_method": "wilson",
+                                          "pass_at_k": {"1": acc}, "completion_tokens": {"n": 40, "mean": 60.0, "median": 60.0,
+                                                                                         "p95": 64, "max": 64},
+                                          "prompt_tokens_mean": 50.0, "truncation_rate": 0.0, "no_answer_rate": 0.0,
+                                          "decided_by": {"exact": int(40 * acc)}, "expected": 40, "complete": True}}})
+    g = gap_table(load_results(r))[0]
+    assert g["gap_long"] == pytest.approx(-10.0) and g["gap_long_ci"] == "normal" and g["gap_long_warning"] is None
 
 
 def test_identical_arms_have_a_zero_gap_and_zero_width_interval(tmp_path):
@@ -129,7 +152,7 @@ def test_bad_summary_is_named(tmp_path):
     r = RunDir(tmp_path/"bad")
     r.evals("s", "long").mkdir(parents=True)
     (r.evals("s", "long")/"summary.json").write_text('{"model": "m"}')
-    with pytest.raises(ValueError, match=r"s__long/summary.json: field 'benchmarks'"): load_results(r)
+    with pytest.raises(ValueError, match=r"s__long/summary.json: field 'benchmarks': Field required"): load_results(r)
     with pytest.raises(FileNotFoundError, match="no evaluation summaries"): build_report(tmp_path/"empty")
 
 
@@ -142,8 +165,8 @@ def _lab_eval(run: RunDir, student: str, arm: str, correct: int, n: int = 40, fi
                        completion_tokens=20 + k, finish_reason=("length" if k >= n - cut else "stop") if finish else None)
             for k, i in enumerate(range(first, first + n))]
     write_jsonl(run.evals(student, arm)/"lab.jsonl", recs)
-    write_json(run.evals(student, arm)/"summary.json", {"model": f"{student}:{arm}", "num_parameters": params,
-                                                        "benchmarks": {"lab": summarise_records(recs, expected=n)}})
+    summary = EvalSummary(model=f"{student}:{arm}", num_parameters=params, benchmarks={"lab": summarise_records(recs, expected=n)})
+    write_json(run.evals(student, arm)/"summary.json", summary.model_dump(mode="json"))
 
 
 def test_fixture_passes_its_gates_and_shows_gaps(run):
@@ -241,7 +264,7 @@ def test_a_student_name_holding_the_separator_stays_apart(tmp_path):
     assert r.evals("lab__s", "long").name == "lab__s__long"
     res = load_results(r)
     assert sorted(res) == ["lab", "lab__s"] and sorted(res["lab__s"]) == ["long", "short"]
-    assert res["lab__s"]["long"]["benchmarks"]["lab"]["correct"] == 30 and res["lab"]["long"]["benchmarks"]["lab"]["correct"] == 10
+    assert res["lab__s"]["long"].benchmarks["lab"].correct == 30 and res["lab"]["long"].benchmarks["lab"].correct == 10
     assert RunDir.split("lab__s__mix-long") == ("lab__s", "mix-long")
     with pytest.raises(ValueError, match="arm 's__long' must not contain '__'"): r.evals("lab", "s__long")
 

@@ -9,7 +9,7 @@ import yaml
 
 from mixcot_nb.core import PAPER_PROMPT, InputError, read_jsonl, render_prompt
 from mixcot_nb.problems import load_problems
-from mixcot_nb.sampling import (SampleRecipe, TeacherSpec, TraceStore, import_traces,
+from mixcot_nb.sampling import (SampleRecipe, SampleSummary, TeacherSpec, TraceStore, import_traces,
                                 run_sampling, sample_teacher, teacher_stats)
 from teacher_server import TeacherServer
 
@@ -51,9 +51,9 @@ def check_store(run_dir, problems, k=2, n=5):
 def test_rejection_sampling_over_http(tmp_path, data, server, problems):
     stats = run_sampling(SampleRecipe.model_validate(recipe_dict(tmp_path, data, server.url)), progress=False)["ref"]
     traces = check_store(tmp_path/"run", problems)
-    assert stats["attempts"] == len(traces) and 0.3 < stats["acceptance_rate"] < 0.8
-    assert stats["solved"] + stats["unsolved"] == 40 and stats["truncation_rate"] == 0
-    assert json.loads((tmp_path/"run"/"traces"/"ref"/"stats.json").read_text())["attempts"] == len(traces)
+    assert stats.attempts == len(traces) and 0.3 < stats.acceptance_rate < 0.8
+    assert stats.solved + stats.unsolved == 40 and stats.truncation_rate == 0
+    assert SampleSummary.model_validate_json((tmp_path/"run"/"traces"/"ref"/"stats.json").read_text()) == stats
     assert len(read_jsonl(tmp_path/"run"/"problems"/"math500.jsonl")) == 40
     # a rerun with nothing new asks the teacher nothing
     before = server.requests
@@ -103,9 +103,9 @@ def test_transformers_teacher_on_a_tiny_model(tmp_path, tiny_model, problems):
     store = TraceStore(tmp_path/"run")
     stats = sample_teacher(t, problems[:6], store, progress=False)
     traces = store.read("tiny")
-    assert len(traces) == stats["attempts"] == 12                      # a random model solves nothing: 2 attempts each
+    assert len(traces) == stats.attempts == 12                      # a random model solves nothing: 2 attempts each
     assert all(t.completion_tokens and t.completion_tokens <= 16 and t.prompt_tokens for t in traces)
-    assert stats["unsolved"] == 6 and stats["truncation_rate"] > 0
+    assert stats.unsolved == 6 and stats.truncation_rate > 0
 
 
 def test_import_paper_format_dataset(tmp_path, data, problems):
@@ -117,8 +117,8 @@ def test_import_paper_format_dataset(tmp_path, data, problems):
     t = TeacherSpec(name="released", import_from=dict(path=str(tmp_path/"hub")))
     store = TraceStore(tmp_path/"run")
     stats = import_traces(t, problems, store, progress=False)
-    assert stats["imported"] == 40 and stats["unmatched_rows"] == 1 and stats["acceptance_rate"] == 1.0
-    assert import_traces(t, problems, store, progress=False)["imported"] == 0
+    assert stats.imported == 40 and stats.unmatched_rows == 1 and stats.acceptance_rate == 1.0
+    assert import_traces(t, problems, store, progress=False).imported == 0
 
 
 def test_import_errors_name_the_row(tmp_path, problems):
@@ -136,12 +136,24 @@ def test_recipe_errors(tmp_path, data):
 
 def test_stats_on_known_traces():
     from mixcot_nb.core import Trace
-    ts = [Trace(teacher="a", problem_id="p1", sample_idx=i, text="x" * 10, correct=i == 1, completion_tokens=10 * (i + 1),
+    ts = [Trace(teacher="a", problem_id="p1", sample_idx=i, response="x" * 10, correct=i == 1, completion_tokens=10 * (i + 1),
                 finish_reason="length" if i == 0 else "stop") for i in range(2)]
-    ts.append(Trace(teacher="a", problem_id="p2", sample_idx=0, text="y", correct=False, completion_tokens=5, finish_reason="stop"))
+    ts.append(Trace(teacher="a", problem_id="p2", sample_idx=0, response="y", correct=False, completion_tokens=5, finish_reason="stop"))
     s = teacher_stats(ts, problems=["p1", "p2", "p3"])
-    assert (s["attempts"], s["correct"], s["solved"], s["unsolved"]) == (3, 1, 1, 2)
-    assert s["truncation_rate"] == pytest.approx(1 / 3) and s["tokens"]["median"] == 10
+    assert (s.attempts, s.correct, s.solved, s.unsolved) == (3, 1, 1, 2)
+    assert s.truncation_rate == pytest.approx(1 / 3) and s.tokens["median"] == 10
+
+
+def test_summary_file_keys_and_old_files():
+    "`stats.json` keeps the keys it always had: a sampled teacher's has no import counts, and a file without the defaulted fields still reads."
+    old = {"attempts": 2, "problems": 1, "correct": 1, "acceptance_rate": 0.5, "solved": 1, "unsolved": 0, "truncation_rate": 0.0,
+           "tokens": {"n": 0, "mean": None, "median": None, "p95": None, "max": None}, "chars": {"n": 2, "median": 9}}
+    s = SampleSummary.model_validate(old)
+    assert s.imported is None and s.decided_by == {} and s.chars["median"] == 9
+    s.skipped_no_reference = 0
+    assert s.model_dump(mode="json", exclude_none=True) == old | {"decided_by": {}, "skipped_no_reference": 0}
+    assert repr(s).startswith("SampleSummary(2 attempts on 1 problems: 50.0% accepted") and "imported" not in repr(s)
+    with pytest.raises(ValueError, match="attempts"): SampleSummary.model_validate({k: v for k, v in old.items() if k != "attempts"})
 
 
 @pytest.mark.parametrize("name", ["sample.yaml", "import_released.yaml"])

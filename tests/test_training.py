@@ -1,12 +1,12 @@
 "Student fine-tuning on tiny local models: labels, over-length policy, full/LoRA/QLoRA, packing, resume, torchrun."
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import pytest, yaml
 
-from mixcot_nb.core import RecipeError, load_recipe, parse_recipe, write_jsonl
-from mixcot_nb.training import (LoraSpec, TrainRecipe, TrainingError, build_trainer, end_token_ids, eos_check, load_sft_data,
-                                run_training, tokenize_example)
+from mixcot_nb.core import InputError, JsonlError, RecipeError, load_recipe, parse_recipe, write_jsonl
+from mixcot_nb.training import (LoraSpec, TrainRecipe, TrainSummary, TrainingError, build_trainer, end_token_ids, eos_check,
+                                load_sft_data, read_train_summary, run_training, tokenize_example)
 from mixcot_nb.testing import tiny_sft_rows, write_tiny_mix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,10 @@ def test_bad_datasets(tmp_path):
     write_jsonl(tmp_path/"b.jsonl", [tiny_sft_rows(1)[0], {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}])
     with pytest.raises(ValueError, match=r"b\.jsonl: row 2 \(line 2\): field messages: the last turn"): load_sft_data(tmp_path/"b.jsonl")
     with pytest.raises(FileNotFoundError): load_sft_data(tmp_path/"none.jsonl")
+    (tmp_path/"c.jsonl").write_text(json.dumps(tiny_sft_rows(1)[0]) + "\nnot json\n" + json.dumps(tiny_sft_rows(1)[0]) + "\n")
+    with pytest.raises(JsonlError, match=r"c\.jsonl:2"): load_sft_data(tmp_path/"c.jsonl")
+    (tmp_path/"d.jsonl").write_text("")
+    with pytest.raises(InputError, match=r"d\.jsonl: no rows"): load_sft_data(tmp_path/"d.jsonl")
 
 
 def test_overlength_dropped_and_counted_never_truncated(tiny_model, tmp_path, data):
@@ -116,7 +120,7 @@ def test_overlength_dropped_and_counted_never_truncated(tiny_model, tmp_path, da
     kept = [ex["input_ids"] for ex in full if len(ex["input_ids"]) <= 160]
     assert trainer.train_dataset["input_ids"] == kept            # every kept row whole, in order
     s = run_training(r, progress=False)
-    assert s["dropped_overlength"] == len(over) and s["kept"] == 24 - len(over)
+    assert s.dropped_overlength == len(over) and s.kept == 24 - len(over)
     assert [d["row"] for d in map(json.loads, (tmp_path/"out"/"dropped.jsonl").read_text().splitlines())] == over
     with pytest.raises(ValueError, match=rf"row {over[0]}: \d+ tokens > max_length 160 \({len(over)} such rows\)"):
         build_trainer(r.model_copy(update={"overlength": "error", "output_dir": str(tmp_path/"o2")}), progress=False)
@@ -126,22 +130,24 @@ def test_overlength_dropped_and_counted_never_truncated(tiny_model, tmp_path, da
 
 def test_full_training_learns_to_stop(random_model, mix, tmp_path):
     before = eos_check(random_model, load_sft_data(mix), {2}, n=4)
-    assert not before["ok"]                                        # a random model runs on to the budget
+    assert not before.ok                                           # a random model runs on to the budget
     r = recipe(random_model, mix, tmp_path/"full", sft=dict(learning_rate=3e-3, num_train_epochs=8, lr_scheduler_type="cosine",
                                                             warmup_steps=0.05))
     s = run_training(r, progress=False)
-    losses = [l for _, l in s["loss_curve"]]
-    assert losses[-1] < losses[0] / 2 and s["steps"] == 48 and s["world_size"] == 1
-    assert s["eos_check"]["ok"], s["eos_check"]                    # greedy generation now stops at <|im_end|>
-    assert s["adapter_path"] is None and Path(s["model_path"]) == tmp_path/"full"
+    losses = [l for _, l in s.loss_curve]
+    assert losses[-1] < losses[0] / 2 and s.steps == 48 and s.world_size == 1
+    assert s.eos_check.ok, s.eos_check                             # greedy generation now stops at <|im_end|>
+    assert s.adapter_path is None and Path(s.model_path) == tmp_path/"full"
     from huggingface_hub import ModelCard
     card = ModelCard.load(tmp_path/"full"/"README.md")               # a local base with no Hub id: no base_model, named in the text
     assert card.data.library_name == "transformers" and card.data.base_model is None and str(random_model) in card.text
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    model, tok = AutoModelForCausalLM.from_pretrained(s["model_path"]), AutoTokenizer.from_pretrained(s["model_path"])
+    model, tok = AutoModelForCausalLM.from_pretrained(s.model_path), AutoTokenizer.from_pretrained(s.model_path)
     assert tok.chat_template and model.config.vocab_size == len(tok)
     mtime = (tmp_path/"full"/"train_summary.json").stat().st_mtime_ns
     assert run_training(r, progress=False) == s and (tmp_path/"full"/"train_summary.json").stat().st_mtime_ns == mtime
+    saved = json.loads((tmp_path/"full"/"train_summary.json").read_text())       # the file's keys, as before summaries were typed
+    assert list(saved) == [k for k in TrainSummary.model_fields if k != "launch"] and saved["loss_curve"][0][0] == 1
     with pytest.raises(TrainingError, match="differs in: sft"):
         run_training(r.model_copy(update={"sft": {**r.sft, "learning_rate": 1e-3}}), progress=False)
     saved = json.loads((tmp_path/"full"/"train_recipe.json").read_text())     # a run saved before val_size and system existed
@@ -168,8 +174,8 @@ def test_token_budget_sets_the_steps(tiny_model, mix, tmp_path):
     "Equal-token budgets: the steps follow from the data's mean length; tokens seen land on the budget."
     budget = 6000
     s = run_training(recipe(tiny_model, mix, tmp_path/"b", token_budget=budget, eos_check=0, sft=dict(learning_rate=1e-3)), progress=False)
-    per_step = s["tokens_per_epoch"] / s["kept"] * FAST["per_device_train_batch_size"]
-    assert s["steps"] == round(budget / per_step) and abs(s["tokens_seen"] - budget) <= per_step / 2 + 1
+    per_step = s.tokens_per_epoch / s.kept * FAST["per_device_train_batch_size"]
+    assert s.steps == round(budget / per_step) and abs(s.tokens_seen - budget) <= per_step / 2 + 1
     with pytest.raises(RecipeError, match="token_budget: sets the steps"):
         parse_recipe({"model_name_or_path": "m", "dataset": "d", "output_dir": "o", "token_budget": 10, "sft": {"max_steps": 3}}, TrainRecipe)
 
@@ -187,14 +193,14 @@ def test_adapter_training_and_merge(tiny_model, mix, tmp_path, mode):
                lora=LoraSpec(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]),
                sft=dict(learning_rate=1e-2, max_steps=10))
     s = run_training(r, progress=False)
-    losses = [l for _, l in s["loss_curve"]]
+    losses = [l for _, l in s.loss_curve]
     assert losses[-1] < losses[0]
-    assert Path(s["adapter_path"], "adapter_config.json").exists() and Path(s["model_path"]) == tmp_path/mode/"merged"
+    assert Path(s.adapter_path, "adapter_config.json").exists() and Path(s.model_path) == tmp_path/mode/"merged"
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(s["model_path"])
-    merged = AutoModelForCausalLM.from_pretrained(s["model_path"]).eval()
-    peft = AutoPeftModelForCausalLM.from_pretrained(s["adapter_path"]).eval()
+    tok = AutoTokenizer.from_pretrained(s.model_path)
+    merged = AutoModelForCausalLM.from_pretrained(s.model_path).eval()
+    peft = AutoPeftModelForCausalLM.from_pretrained(s.adapter_path).eval()
     assert not any("lora" in n for n, _ in merged.named_parameters())
     msgs = load_sft_data(mix)[0]["messages"]
     assert _greedy(merged, tok, msgs) == _greedy(peft, tok, msgs)
@@ -224,7 +230,7 @@ def test_packing_does_not_leak_across_examples(tiny_model, mix, tmp_path):
             alone = model(input_ids=batch["input_ids"][:, a:b]).logits[0]
             torch.testing.assert_close(packed[a:b], alone, atol=1e-4, rtol=1e-4)
     s = run_training(r.model_copy(update={"sft": {**r.sft, "max_steps": 6}}), progress=False)
-    assert s["steps"] == 6 and s["loss_curve"][-1][1] < s["loss_curve"][0][1]
+    assert s.steps == 6 and s.loss_curve[-1][1] < s.loss_curve[0][1]
 
 
 # --- crash, resume and distributed ------------------------------------------------------------------------------
@@ -242,24 +248,37 @@ def test_kill_and_resume(tiny_model, mix, tmp_path, data):
     p.send_signal(signal.SIGKILL); p.wait()
     assert not (out/"train_summary.json").exists()
     s = run_training(r, progress=False)
-    assert s["resumed_from"] and int(Path(s["resumed_from"]).name.split("-")[1]) >= 5
-    assert s["steps"] == 30 and [st for st, _ in s["loss_curve"]] == list(range(1, 31))
+    assert s.resumed_from and int(Path(s.resumed_from).name.split("-")[1]) >= 5
+    assert s.steps == 30 and [st for st, _ in s.loss_curve] == list(range(1, 31))
+
+
+RANK_SUMMARY = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from mixcot_nb.core import load_recipe
+    from mixcot_nb.training import TrainRecipe, run_training
+    s = run_training(load_recipe(sys.argv[1], TrainRecipe), progress=False)
+    Path(sys.argv[2], f"rank{os.environ['RANK']}.json").write_text(s.model_dump_json())
+""")
 
 
 def test_torchrun_two_processes_match_one(tiny_model, mix, tmp_path, data):
-    "2 gloo ranks with batch 4 each == 1 process with batch 4 x 2 accumulation steps, within noise."
-    common = dict(eos_check=0, sft=dict(max_steps=8, per_device_train_batch_size=4, learning_rate=3e-3))
+    "2 gloo ranks with batch 4 each == 1 process with batch 4 x 2 accumulation steps, within noise; both ranks return the summary."
+    common = dict(eos_check=2, sft=dict(max_steps=8, per_device_train_batch_size=4, learning_rate=3e-3))
     single = recipe(tiny_model, mix, tmp_path/"one", **{**common, "sft": {**common["sft"], "gradient_accumulation_steps": 2}})
     multi = recipe(tiny_model, mix, tmp_path/"two", **common)
     (tmp_path/"two.yaml").write_text(yaml.safe_dump(multi.model_dump(mode="json")))
+    (tmp_path/"rank_summary.py").write_text(RANK_SUMMARY)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "mixcot_nb.training", str(tmp_path/"two.yaml"), "--no-progress"]
+           str(tmp_path/"rank_summary.py"), str(tmp_path/"two.yaml"), str(tmp_path)]
     res = subprocess.run(cmd, env=env(data), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    two = json.loads((tmp_path/"two"/"train_summary.json").read_text())
-    assert two["world_size"] == 2                                  # measured inside the run, not trusted from the flag
+    two = read_train_summary(tmp_path/"two"/"train_summary.json")
+    assert two.world_size == 2                                     # measured inside the run, not trusted from the flag
+    ranks = [TrainSummary.model_validate_json((tmp_path/f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == two and two.eos_check.prompts == 2   # rank 1 returns what rank 0 checked and saved
     one = run_training(single, progress=False)
-    a, b = [l for _, l in one["loss_curve"]], [l for _, l in two["loss_curve"]]
+    a, b = [l for _, l in one.loss_curve], [l for _, l in two.loss_curve]
     assert len(a) == len(b) == 8
     assert max(abs(x - y) for x, y in zip(a, b)) < 0.05 * max(a), (a, b)
 
@@ -274,19 +293,21 @@ def test_launch_fsdp_shards_at_load_and_matches_ddp(tiny_model, mix, tmp_path, d
     ddp = launch_training(r, LaunchSpec(num_processes=2), tmp_path/"logs"/"ddp.log", progress=False)
     fsdp = launch_training(r.model_copy(update={"output_dir": str(tmp_path/"fsdp")}),
                            LaunchSpec(num_processes=2, config_file="recipes/accelerate/fsdp.yaml"), tmp_path/"logs"/"fsdp.log", progress=False)
-    assert (ddp["launch"]["strategy"], fsdp["launch"]["strategy"]) == ("ddp", "fsdp")
-    assert ddp["world_size"] == fsdp["world_size"] == 2 and fsdp["launch"]["exit_status"] == 0
-    assert fsdp["sharded_load"] == {"zero3": False, "fsdp": True} and ddp["sharded_load"] == {"zero3": False, "fsdp": False}
-    a, b = [l for _, l in ddp["loss_curve"]], [l for _, l in fsdp["loss_curve"]]
+    assert (ddp.launch.strategy, fsdp.launch.strategy) == ("ddp", "fsdp")
+    assert ddp.world_size == fsdp.world_size == 2 and fsdp.launch.exit_status == 0
+    assert fsdp.sharded_load == {"zero3": False, "fsdp": True} and ddp.sharded_load == {"zero3": False, "fsdp": False}
+    assert Path(ddp.launch.log).read_text().count(str(ddp)) == 1     # `python -m mixcot_nb.training` on 2 ranks: one headline
+    a, b = [l for _, l in ddp.loss_curve], [l for _, l in fsdp.loss_curve]
     assert max(abs(x - y) for x, y in zip(a, b)) < 0.05 * max(a), (a, b)
 
 
 def test_launch_failure_records_exit_status_and_log(tiny_model, mix, tmp_path):
     from mixcot_nb.training import LaunchError, LaunchSpec, launch_training
     bad = recipe(tiny_model, tmp_path/"missing.jsonl", tmp_path/"out", eos_check=0, sft=dict(max_steps=1))
-    with pytest.raises(LaunchError, match=r"exited with status 1; log: .*bad\.log[\s\S]*missing\.jsonl not found") as e:
+    with pytest.raises(LaunchError, match=r"exited with status 1; log: .*bad\.log[\s\S]*mixcot train: error: dataset .*missing\.jsonl not found") as e:
         launch_training(bad, LaunchSpec(), tmp_path/"bad.log", progress=False)
-    assert e.value.launch["exit_status"] == 1 and e.value.launch["world_size"] == 1
+    assert e.value.launch.exit_status == 1 and e.value.launch.world_size == 1
+    assert f'File "{ROOT/"mixcot_nb"}' not in Path(e.value.launch.log).read_text()   # the rank's error is one line, not a traceback
     with pytest.raises(TrainingError, match="multi-node run is launched by Slurm"):
         launch_training(bad, LaunchSpec(nodes=2), tmp_path/"bad.log", progress=False)
     with pytest.raises(RecipeError, match="accelerate config nowhere.yaml not found"):

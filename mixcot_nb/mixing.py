@@ -25,9 +25,9 @@ if TYPE_CHECKING: import datasets
 
 # %% auto #0
 __all__ = ['BUILTIN_MIXES', 'PAIRS', 'ARM_DEFAULTS', 'MixSource', 'MixSpec', 'builtin_mix', 'scan_traces', 'iter_texts',
-           'fetch_texts', 'allocate', 'assign', 'example_messages', 'render_prompts', 'build_mix', 'MixPool',
-           'MixSummary', 'mix_lengths', 'mix_stats', 'plot_lengths', 'mix_card', 'save_mix', 'load_mix',
-           'export_alpaca', 'export_mix', 'MixRecipe', 'run_mixing']
+           'fetch_texts', 'allocate', 'assign', 'example_messages', 'render_prompts', 'MixPool', 'MixSummary',
+           'build_mix', 'mix_lengths', 'mix_stats', 'plot_lengths', 'mix_card', 'save_mix', 'load_mix', 'export_alpaca',
+           'export_mix', 'MixRecipe', 'run_mixing']
 
 # %% ../nbs/05_mixing.ipynb #8db43ab4
 class MixSource(StrictModel):
@@ -394,6 +394,44 @@ def _pool(spec:MixSpec, candidates:dict) -> list[str]:
     sets = [set(p for p, rs in candidates[s.teacher].items() if len(rs) >= spec.per_problem) for s in spec.sources]
     return sorted(set.intersection(*sets) if spec.pool == "intersection" else set.union(*sets))
 
+# %% ../nbs/05_mixing.ipynb #6b1d0e0f
+class MixPool(StrictModel):
+    "The problems an arm draws from: its teachers, its size, and a hash of its problem ids (one pool, one hash)."
+    teachers: list[str]                # the sources and the `pool_with` teachers
+    paired_with: list[str] = []        # the `pool_with` teachers (the arm's pair)
+    problems: int                      # problems in the pool
+    eligible_problems: dict[str, int] = {}  # problems each teacher had eligible responses for, before pairing
+    hash: str                          # of the sorted problem ids
+
+# %% ../nbs/05_mixing.ipynb #6b2c000c
+class MixSummary(StrictModel):
+    "One arm's data in numbers (its `stats.json`)."
+    name: str                          # the arm
+    rows: int                          # examples in the mix
+    problems: int                      # distinct problems among them
+    weights: dict[str, float]          # each source's normalised weight
+    rows_per_source: dict[str, int]
+    share_per_source: dict[str, float]
+    eligible_problems_per_source: dict[str, int] = {}  # problems each source had candidates for, after every filter
+    length_unit: Literal["tokens", "chars"] = "chars"
+    length_per_source: dict[str, dict[str, Any]]  # `core.distribution` of each source's lengths
+    length_overall: dict[str, Any]
+    dropped: dict[str, int] = {}       # `<teacher>:<reason>` -> rows (incorrect, truncated, overlength, decontaminated, unpaired)
+    decontaminated_problems: int = 0
+    pool: MixPool | None = None        # None in mixes written before the pool was recorded
+
+    def __repr__(self):
+        per = ", ".join(f"{t} {n}" for t, n in self.rows_per_source.items())
+        pool = f", pool {self.pool.problems} problems" if self.pool else ""
+        dropped = sum(self.dropped.values())
+        return (f"MixSummary({self.name!r}: {self.rows} rows ({per}) over {self.problems} problems{pool}, "
+                f"median {self.length_overall.get('median')} {self.length_unit}, {dropped} rows dropped)")
+    __str__ = __repr__
+
+    def save(self, path) -> Path:
+        "Write as JSON with the keys it has (no `pool` key where none was recorded)."
+        return write_json(path, self.model_dump(mode="json", exclude_none=True))
+
 # %% ../nbs/05_mixing.ipynb #6b1d0e0e
 def _candidates(sources:list[MixSource], scans:list[pa.Table], problems:_Problems, dropped:Counter) -> tuple[dict, dict, dict]:
     "Each source's eligible rows, its candidates (problem id -> row numbers) and how many traces it had."
@@ -436,44 +474,6 @@ def build_mix(spec:MixSpec, run:RunDir|str|Path, problems:list[Problem]|None=Non
                          eligible_problems=eligible, hash=hashlib.sha1("\n".join(pool).encode()).hexdigest()[:16])
     save_mix(run.mix(spec.name), table, stats, spec=spec, progress=progress)
     return stats
-
-# %% ../nbs/05_mixing.ipynb #6b1d0e0f
-class MixPool(StrictModel):
-    "The problems an arm draws from: its teachers, its size, and a hash of its problem ids (one pool, one hash)."
-    teachers: list[str]                # the sources and the `pool_with` teachers
-    paired_with: list[str] = []        # the `pool_with` teachers (the arm's pair)
-    problems: int                      # problems in the pool
-    eligible_problems: dict[str, int] = {}  # problems each teacher had eligible responses for, before pairing
-    hash: str                          # of the sorted problem ids
-
-# %% ../nbs/05_mixing.ipynb #6b2c000c
-class MixSummary(StrictModel):
-    "One arm's data in numbers (its `stats.json`)."
-    name: str                          # the arm
-    rows: int                          # examples in the mix
-    problems: int                      # distinct problems among them
-    weights: dict[str, float]          # each source's normalised weight
-    rows_per_source: dict[str, int]
-    share_per_source: dict[str, float]
-    eligible_problems_per_source: dict[str, int] = {}  # problems each source had candidates for, after every filter
-    length_unit: Literal["tokens", "chars"] = "chars"
-    length_per_source: dict[str, dict[str, Any]]  # `core.distribution` of each source's lengths
-    length_overall: dict[str, Any]
-    dropped: dict[str, int] = {}       # `<teacher>:<reason>` -> rows (incorrect, truncated, overlength, decontaminated, unpaired)
-    decontaminated_problems: int = 0
-    pool: MixPool | None = None        # None in mixes written before the pool was recorded
-
-    def __repr__(self):
-        per = ", ".join(f"{t} {n}" for t, n in self.rows_per_source.items())
-        pool = f", pool {self.pool.problems} problems" if self.pool else ""
-        dropped = sum(self.dropped.values())
-        return (f"MixSummary({self.name!r}: {self.rows} rows ({per}) over {self.problems} problems{pool}, "
-                f"median {self.length_overall.get('median')} {self.length_unit}, {dropped} rows dropped)")
-    __str__ = __repr__
-
-    def save(self, path) -> Path:
-        "Write as JSON with the keys it has (no `pool` key where none was recorded)."
-        return write_json(path, self.model_dump(mode="json", exclude_none=True))
 
 # %% ../nbs/05_mixing.ipynb #8d5c31dd
 def mix_lengths(table:pa.Table) -> tuple[str, dict[str, np.ndarray]]:

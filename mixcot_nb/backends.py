@@ -96,7 +96,7 @@ def check_conversations(conversations:list[list[dict]]) -> list[list[dict]]:
                 raise ValueError(f"conversation {i}, message {j}: expected a dict with string 'role' and 'content'")
     return conversations
 
-# %% ../nbs/03_backends.ipynb #6bede993
+# %% ../nbs/03_backends.ipynb #2ea71538
 Finished = list[tuple[int, list[Completion]]]   # one batch of `stream`: (conversation index, its completions)
 
 def free_accelerator_memory() -> None:
@@ -106,7 +106,7 @@ def free_accelerator_memory() -> None:
     except ImportError: return
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-# %% ../nbs/03_backends.ipynb #084b047b
+# %% ../nbs/03_backends.ipynb #b01a75cb
 class Engine:
     "A model that turns conversations into completions; subclasses implement `stream` or `generate`."
     name: ClassVar[str] = "engine"
@@ -307,7 +307,7 @@ def _finish(self:TransformersEngine, row:list[int], stop:list[str], prompt_token
     else: n, reason = len(row), "length"
     return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=n, finish_reason=reason, seconds=seconds)
 
-# %% ../nbs/03_backends.ipynb #54726254
+# %% ../nbs/03_backends.ipynb #507d1f74
 @patch
 def _generation_config(self:TransformersEngine, params:SamplingParams):
     from transformers import GenerationConfig
@@ -331,7 +331,7 @@ def _generate_batch(self:TransformersEngine, seqs:list[list[int]], params:Sampli
     secs = (time.perf_counter() - t0) / len(seqs)
     return [self._finish(row[L:].tolist(), params.stop, len(s), secs) for row, s in zip(out, seqs)]
 
-# %% ../nbs/03_backends.ipynb #45fddc1b
+# %% ../nbs/03_backends.ipynb #934b928b
 @patch
 def stream(self:TransformersEngine, conversations:list[list[dict]], params:SamplingParams, progress:bool=False) -> Iterator[Finished]:
     "After each batch, the conversations whose `params.n` completions are all done."
@@ -421,7 +421,7 @@ class _LoopThread:
 
 log = logging.getLogger("mixcot.backends")
 
-# %% ../nbs/03_backends.ipynb #0890071a
+# %% ../nbs/03_backends.ipynb #f4a83aa7
 _NOT_API_KEYS = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITLAB_TOKEN", "NPM_TOKEN",
                  "PYPI_TOKEN", "SLURM_JWT_TOKEN"}   # credentials of other services, never a model server's key
 
@@ -433,7 +433,7 @@ def check_key_env(name:str) -> str:
                          "Name one in upper case ending in _KEY or _TOKEN (OPENAI_API_KEY, HF_TOKEN), not another service's secret")
     return name
 
-# %% ../nbs/03_backends.ipynb #2250e6b8
+# %% ../nbs/03_backends.ipynb #b54e0be6
 class OpenAIEngine(Engine):
     "Chat completions from one or many OpenAI-compatible servers, with bounded concurrency and counted retries."
     name = "openai"

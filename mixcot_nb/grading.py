@@ -109,7 +109,7 @@ def last_number(text:str) -> str|None:
         if re.search(r"\d", s): return s
     return None
 
-# %% ../nbs/01_grading.ipynb #d28e0af2
+# %% ../nbs/01_grading.ipynb #d2cd4d97
 Policy = Literal["strict", "lenient"]
 Extraction = Literal["boxed", "boxes", "final_answer", "answer_phrase", "last_number", "last_math"]
 POLICIES = ("strict", "lenient")
@@ -135,7 +135,7 @@ def _joins(sep:str) -> bool:
     words = re.findall(r"(?<!\\)\b[A-Za-z]+", re.sub(r"\\[A-Za-z]+", " ", sep))
     return len(words) <= 3 or all(w.lower() in _JOINERS for w in words)
 
-# %% ../nbs/01_grading.ipynb #9afbb96c
+# %% ../nbs/01_grading.ipynb #d28fa47a
 def box_group(text:str) -> tuple[str, int, int, int]|None:
     "The last box, or the last run of boxes joined as one answer (`a, b`): (value, start, end, distinct boxes); None if none."
     boxes = [b for b in all_boxed(text) if b[2]]
@@ -147,7 +147,7 @@ def box_group(text:str) -> tuple[str, int, int, int]|None:
     vals = list(dict.fromkeys(b[2] for b in group))      # one answer boxed twice is one answer
     return ", ".join(vals), group[0][0], group[-1][1], len(vals)
 
-# %% ../nbs/01_grading.ipynb #ad2fcc01
+# %% ../nbs/01_grading.ipynb #81db4ef6
 _answer_re = re.compile(r"\banswer\b", re.I)
 _span_re = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<!\\)\$((?:\\.|[^$\n\\])+?)\$|\\\(([^\n]+?)\\\)", re.S)
 _value_re = re.compile(r"(?<![A-Za-z0-9_.])-?\d+(?:,\d{3})*(?:[.,]\d+)?(?:\s*/\s*\d+)?(?:\s*\\?%)?")
@@ -165,7 +165,7 @@ def _value_of(expr:str) -> str:
     if "\\approx" in v: v = v.split("\\approx")[0].strip() or v.split("\\approx")[-1].strip()
     return v or expr
 
-# %% ../nbs/01_grading.ipynb #3f8fe0b0
+# %% ../nbs/01_grading.ipynb #b8f3a675
 def reduce_statement(s:str|None) -> str|None:
     "A final-answer sentence reduced to its value: `The largest $n$ is 34` → `34`; a bare value is kept."
     if not s: return None
@@ -408,7 +408,7 @@ def normalise_answer(s:str,
     if re.fullmatch(r"[A-Za-z]{2,}(?: [A-Za-z]+)*", s): s = s.lower()
     return s
 
-# %% ../nbs/01_grading.ipynb #0e2e37f9
+# %% ../nbs/01_grading.ipynb #417b9e33
 def as_fraction(s:str) -> Fraction|None:
     "The exact value of a normalised plain number (`3`, `-0.25`, `1/2`, `-\\frac{3}{4}`), else None."
     if len(s) > 100: return None
@@ -435,7 +435,7 @@ def numbers_match(ng:str, np_:str) -> bool|None:
     if _is_decimal(ng) == _is_decimal(np_): return False            # two exact decimals, or two fractions: exact only
     return abs(a - b) <= Fraction(str(FLOAT_REL_TOL)) * max(abs(a), abs(b))     # exactly: 1/7 against 0.142857
 
-# %% ../nbs/01_grading.ipynb #50800021
+# %% ../nbs/01_grading.ipynb #e87f206b
 def _is_decimal(s:str) -> bool: return bool(re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s))
 
 def _decimal_comma(ng:str, np_:str) -> bool:
@@ -520,7 +520,7 @@ def shared_pool() -> ProcessPool:
             mp.util.Finalize(None, _stop_pool, args=(_pool, _pool_pid), exitpriority=100)  # also in an mp child
         return _pool
 
-# %% ../nbs/01_grading.ipynb #203d5e73
+# %% ../nbs/01_grading.ipynb #ed16b2a4
 def _fork_call(fn, args, timeout:float):
     "Run `fn(*args)` in a forked child, killed after `timeout` seconds (raises TimeoutError)."
     r, w = os.pipe()
@@ -546,7 +546,7 @@ def _fork_call(fn, args, timeout:float):
         os.close(r); os.waitpid(pid, 0)
     return pickle.loads(data) if data else False
 
-# %% ../nbs/01_grading.ipynb #8f3e9f7b
+# %% ../nbs/01_grading.ipynb #7939d223
 def run_limited(fn:Callable, args:tuple, timeout:float):
     "`fn(*args)` in a worker process under a hard wall-clock `timeout` (TimeoutError when exceeded)."
     if mp.current_process().daemon and hasattr(os, "fork"):
@@ -705,7 +705,7 @@ def _compare_all(pairs:list[tuple[str, str]], workers:int, timeout:float, progre
         if pool is not None: pool.stop(); pool.join()
     return out
 
-# %% ../nbs/01_grading.ipynb #ff017e5e
+# %% ../nbs/01_grading.ipynb #a2bc1da2
 def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
                    benchmark:str|None=None, # "gsm8k" switches on the last-number rule
                    policies:Iterable[Policy]=POLICIES, # extraction policies to grade under
@@ -732,7 +732,7 @@ def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `re
         out[p] = [_with_judge(v, rows[i][2], golds[i], judge and judge_once) for i, v in enumerate(vs)]
     return out
 
-# %% ../nbs/01_grading.ipynb #abe64128
+# %% ../nbs/01_grading.ipynb #3bed6953
 def grade_many(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
                benchmark:str|None=None, # "gsm8k" switches on the last-number rule
                workers:int|None=None, # worker processes; default one per CPU; 0 grades in this process
@@ -753,7 +753,7 @@ def summarise(verdicts:list[Verdict]) -> dict:
             "no_answer_rate": by["no_answer"] / n if n else 0.0, "by": dict(sorted(by.items())),
             "extracted_by": dict(sorted(Counter(v.extracted_by or "none" for v in verdicts).items()))}
 
-# %% ../nbs/01_grading.ipynb #51400de2
+# %% ../nbs/01_grading.ipynb #ceb8aaa4
 SUITE_FIELDS = {"id": str, "source": str, "kind": str, "gold": str, "pred": str, "expected": bool}
 
 def read_grader_suite(path) -> list[dict]:
@@ -780,7 +780,7 @@ def grade_suite_case(case:dict, # a case of `read_grader_suite`
     if case["kind"] == "pair": return answers_match(gold, case["pred"], timeout)
     return grade(case["pred"], gold, timeout=timeout, policy=policy).correct
 
-# %% ../nbs/01_grading.ipynb #d3c94d4f
+# %% ../nbs/01_grading.ipynb #56386da9
 def math_verify_plain(gold:str, pred:str) -> bool:
     "Baseline on suite cases: math-verify's documented use, `verify(parse(gold), parse(pred))`, default settings, no time limit."
     try: return bool(verify(parse(gold, parsing_timeout=None), parse(pred, parsing_timeout=None), timeout_seconds=None))

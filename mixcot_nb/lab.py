@@ -142,7 +142,7 @@ class WorldSpec(StrictModel):
             raise ValueError("inverse problems with forks need a 'mul' or 'square' step")
         return self
 
-# %% ../nbs/09_lab.ipynb #31c52b8e
+# %% ../nbs/09_lab.ipynb #96da9681
 def _random_op(rng:random.Random, kinds:list[str]) -> Op:
     k = _KIND[rng.choice(kinds)]
     return Op("^", 2) if k == "^" else Op(k, rng.randint(2, 9) if k == "*" else rng.randint(1, 9))
@@ -159,7 +159,7 @@ def needed_forks(spec:WorldSpec, level:int) -> int:
     "Forks an inverse puzzle of `level` steps must have: `min_forks`, but at most `level - 1`."
     return max(0, min(spec.min_forks, level - 1))
 
-# %% ../nbs/09_lab.ipynb #96a7b7d3
+# %% ../nbs/09_lab.ipynb #d3f0d7d8
 def random_puzzle(spec:WorldSpec, rng:random.Random, task:str, level:int, tries:int=20_000) -> Puzzle:
     "A random puzzle of `task` with `level` steps (inverse: enough forks, and a hint that singles out the start)."
     forks = needed_forks(spec, level)
@@ -198,7 +198,7 @@ def make_world(spec:WorldSpec|dict, out_dir) -> dict[str, Path]:
     write_json(out_dir/"world.json", spec.model_dump())
     return out
 
-# %% ../nbs/09_lab.ipynb #a755c3d1
+# %% ../nbs/09_lab.ipynb #df237f97
 @dataclass(frozen=True)
 class Slip:
     "A mistake at chain step `step`: apply `op` instead of the real step (if given), then shift the value by `delta`."
@@ -210,7 +210,7 @@ def _apply(op:Op, v:int, step:int, slip:Slip|None) -> int:
     if slip is None or slip.step != step: return op(v)
     return ((slip.op or op)(v) + slip.delta) % 10
 
-# %% ../nbs/09_lab.ipynb #d159831e
+# %% ../nbs/09_lab.ipynb #b725f1b6
 def trail_forward(p:Puzzle, slip:Slip|None=None) -> list[int]:
     "The values of a forward solve: the start, then the value after each step."
     vals = [p.start]
@@ -257,7 +257,7 @@ def find_slip(p:Puzzle, rng:random.Random, wrong:bool=True) -> Slip|None:
         if a != truth: return s
     return None
 
-# %% ../nbs/09_lab.ipynb #eed1037f
+# %% ../nbs/09_lab.ipynb #fcb6fea5
 _SET = lambda xs: ",".join(map(str, xs)) or "none"
 BOX = "Final Answer: \\boxed{{{}}}"
 
@@ -278,7 +278,7 @@ def _ops_with(p:Puzzle, slip:Slip|None) -> list[Op]:
     "The steps as a solver with `slip` reads them (a misread step replaced)."
     return [slip.op if slip is not None and slip.step == i and slip.op else op for i, op in enumerate(p.ops)]
 
-# %% ../nbs/09_lab.ipynb #5c4ccd9b
+# %% ../nbs/09_lab.ipynb #494522a8
 def write_short(p:Puzzle, rng:random.Random, slip:Slip|None=None, check:bool=True) -> str:
     "The complete short procedure; inverse: the candidates after undoing each step, then one forward check line."
     if p.task == "forward":
@@ -416,7 +416,7 @@ def write_solution(p:Puzzle, style:str, rng:random.Random, slip:Slip|None=None) 
     if style not in STYLES: raise InputError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLES)}")
     return STYLES[style](p, rng, slip)
 
-# %% ../nbs/09_lab.ipynb #4bebf974
+# %% ../nbs/09_lab.ipynb #ece9b11b
 _S, _OP, _EQ = r"(?:\d(?:,\d)*|none)", r"[+\-*^]\d", r"\d(?:[+\-*^]\d)+=\d"
 _HINT = r"x (?:is odd|is even|[<>] \d)"
 _CHECK = rf"check {_EQ}(?:, {_EQ})* (?:ok|wrong, not \d)\."
@@ -433,7 +433,7 @@ STYLE_PATTERNS = {                     # style -> its inverse responses, whole (
 
 _FORWARD = rf"{_EQ}(?:, {_EQ})*\.\nFinal Answer: \\boxed\{{\d\}}"   # a forward response: the same in every style
 
-# %% ../nbs/09_lab.ipynb #dbd3d929
+# %% ../nbs/09_lab.ipynb #f2195db1
 def in_style(text:str, style:str) -> bool:
     "Whether a response is written in teacher `style`'s format, whatever its digits (a forward response: any style's)."
     if style not in STYLE_PATTERNS: raise InputError(f"unknown lab teacher style {style!r}; styles: {', '.join(STYLE_PATTERNS)}")
@@ -455,7 +455,7 @@ def dishonest_oks(text:str, p:Puzzle) -> int:
         n += any(a != b for a, b in eqs) or (chain and eqs[-1][1] != p.result)
     return n
 
-# %% ../nbs/09_lab.ipynb #85c07057
+# %% ../nbs/09_lab.ipynb #9f045b63
 class LabSettings(StrictModel):
     "A lab teacher's settings (the `settings` of its `EngineSpec`)."
     error_rate: float = Field(0.1, ge=0, le=1)  # share of responses with a slip that makes the answer wrong
@@ -465,7 +465,7 @@ class LabSettings(StrictModel):
 def _rng(*key) -> random.Random:
     return random.Random(int(hashlib.sha256("|".join(map(str, key)).encode()).hexdigest()[:16], 16))
 
-# %% ../nbs/09_lab.ipynb #95cc1a79
+# %% ../nbs/09_lab.ipynb #4802becc
 class LabTeacher(Engine):
     "A programmatic teacher of the lab world: solves each puzzle and writes the solution in its style."
     name = "lab"
@@ -538,7 +538,7 @@ def world_texts(world_dir, n:int=300, prompt:str=PAPER_PROMPT) -> list[str]:
         out += [render_prompt(prompt, r["problem"])] + [write_solution(p, s, random.Random(i)) for s in STYLES]
     return out
 
-# %% ../nbs/09_lab.ipynb #a9d26ee5
+# %% ../nbs/09_lab.ipynb #7e57fc6e
 def write_values(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
     "The bare chain of values (forward) or candidate sets (inverse): a neutral pretraining format."
     if p.task == "forward": body = " -> ".join(map(str, trail_forward(p, slip)))
@@ -547,7 +547,7 @@ def write_values(p:Puzzle, rng:random.Random, slip:Slip|None=None) -> str:
 
 FORMATS = {**STYLES, "values": write_values}
 
-# %% ../nbs/09_lab.ipynb #42174457
+# %% ../nbs/09_lab.ipynb #f7db1ed4
 def pretrain_examples(world_dir:Path, fmt:str="values", n:int=4000, levels:list[int]|None=None,
                       tasks:list[str]=["forward"], prompt:str=PAPER_PROMPT, seed:int=0,
                       inverse_levels:list[int]|None=None,   # levels of the inverse problems (default: `levels`)

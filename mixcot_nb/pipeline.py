@@ -38,6 +38,7 @@ class StudentSpec(StrictModel):
     arm_train: dict[str, dict] = {}          # this student's per-arm overrides: above everything (pin a setting for one arm)
     launcher: dict | None = None             # overrides the experiment's `launcher` (`training.LaunchSpec` fields)
     eval: dict = {}                          # overrides of the experiment's `eval` (e.g. engine tensor_parallel_size, max_model_len)
+    arms: list[str] | None = None            # the arms this student is fine-tuned on (default: every arm), e.g. an ablation's two
 
     @model_validator(mode="after")
     def _check(self):
@@ -100,7 +101,7 @@ def replicas(r:ExperimentRecipe) -> list[Replica]:
                 name = ".".join([s.name] + ([budget] if budget else []) + ([f"s{seed}"] if r.seeds else []))
                 train = _deep_merge(_deep_merge(r.budgets.get(budget, {}), s.train), {"seed": seed})
                 spec = StudentSpec(name=name, model_name_or_path=s.model_path(r.run_dir), params=s.params, train=train, arm_train=s.arm_train,
-                                   launcher=s.launcher, eval=s.eval)
+                                   launcher=s.launcher, eval=s.eval, arms=s.arms)
                 out.append(Replica(spec, s, budget, seed))
     return out
 
@@ -270,7 +271,8 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     mix = parse_recipe({"run_dir": r.run_dir, "roles": r.roles, "arms": r.arms, "seed": r.seed, **r.mix}, MixRecipe, source, "mix")
     try: specs = mix.specs()
     except KeyError as e: raise RecipeError(f"{source}: arms: {e.args[0]}") from None
-    for where, per_arm in [("arm_train", r.arm_train), *((f"students[{st.name}].arm_train", st.arm_train) for st in r.students)]:
+    for where, per_arm in [("arm_train", r.arm_train), *((f"students[{st.name}].arm_train", st.arm_train) for st in r.students),
+                           *((f"students[{st.name}].arms", st.arms) for st in r.students if st.arms is not None)]:
         if unknown := sorted(set(per_arm) - {s.name for s in specs}):
             raise RecipeError(f"{source}: {where}: {unknown} not among the arms {[s.name for s in specs]}")
     teachers = {t.name for t in r.teachers}
@@ -281,11 +283,12 @@ def plan(r:ExperimentRecipe, source:str="<recipe>", hashes:dict|None=None) -> li
     units += [_sample_unit(r, t, hashes) for t in r.teachers]
     units += [_mix_unit(r, s, mix) for s in specs]
     reps = replicas(r)
-    units += [_train_unit(r, rep, s.name, source) for rep in reps for s in specs]
+    arms_of = lambda st: [s.name for s in specs if st.arms is None or s.name in st.arms]
+    units += [_train_unit(r, rep, arm, source) for rep in reps for arm in arms_of(rep.student)]
     evals = []
     for st in r.students:
         if r.eval_base: evals.append(_eval_unit(r, Replica(st, st), "base", source, hashes))
-        evals += [_eval_unit(r, rep, s.name, source, hashes) for rep in reps if rep.student is st for s in specs]
+        evals += [_eval_unit(r, rep, arm, source, hashes) for rep in reps if rep.student is st for arm in arms_of(st)]
     return units + evals + [_report_unit(r, [u.id for u in evals])]
 
 # %% ../nbs/10_pipeline.ipynb #2f17876d

@@ -145,18 +145,21 @@ def test_paper_grid_recipe_validates():
 
 
 def test_lab_full_recipe_is_the_whole_grid():
-    "The full lab preset (issue 14): five sizes (and an ablation base) x six arms and two ablation arms x three seeds, every unit valid."
+    "The full lab preset (issue 14): the sizes that fit 3 h x six arms and two ablation arms x three seeds, plus an ablation base on two arms."
     from mixcot_nb.lab import STUDENT_SIZES
     from mixcot_nb.pipeline import load_experiment, plan, replicas
     recipe = Path(__file__).resolve().parent.parent/"recipes"/"lab"/"full.yaml"
     r = load_experiment(recipe)
     sizes = [s.build["size"] for s in r.students]
-    assert len(set(sizes)) >= 5 and sizes == sorted(sizes, key=list(STUDENT_SIZES).index)
+    assert len(set(sizes)) >= 3 and sizes == sorted(sizes, key=list(STUDENT_SIZES).index)
     assert len(r.arms) == 8 and len(r.seeds) == 3 and r.world["n_train"] >= 1500 and r.world["n_test"] == 500
+    [ablation] = [s for s in r.students if s.arms is not None]
+    assert ablation.arms == ["long", "short"] and ablation.build["pretrain_long_share"] == 0
     units = plan(r, str(recipe))
     assert len(replicas(r)) == len(sizes) * 3
+    trains = 8 * 3 * (len(sizes) - 1) + 2 * 3
     assert Counter(u.stage for u in units) == {"world": 1, "base": len(sizes), "sample": 6, "mix": 8,
-                                               "train": 8 * len(replicas(r)), "eval": 8 * len(replicas(r)) + len(sizes), "report": 1}
+                                               "train": trains, "eval": trains + len(sizes), "report": 1}
     for u in units:
         if u.check: u.check()
 

@@ -6,10 +6,9 @@ Docs: https://mixcot.github.io/mixcot/backends.html.md"""
 
 # %% ../nbs/03_backends.ipynb #f1d18197
 from __future__ import annotations
-import asyncio, collections, difflib, email.utils, importlib, importlib.util, itertools, logging, math, os, queue, random, shutil, threading, time
+import asyncio, difflib, email.utils, importlib, importlib.util, itertools, logging, math, os, queue, random, shutil, threading, time
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
+from typing import Any, Callable, ClassVar, Iterator, Literal
 
 from fastcore.basics import patch
 from pydantic import Field, field_validator, model_validator
@@ -20,10 +19,10 @@ from .core import InputError, MixcotError, StrictModel, temp_dir_beside, write_j
 # %% auto #0
 __all__ = ['VLLM_SAMPLING_FIELDS', 'Finished', 'CHATML_TEMPLATE', 'RETRY_STATUS', 'log', 'VLLM_CPU_ENV', 'VLLM_ENGINE_ARGS',
            'ENGINES', 'check_vllm_names', 'SamplingParams', 'Completion', 'check_conversations',
-           'free_accelerator_memory', 'Engine', 'stream_checked', 'map_behind', 'cut_at_stop', 'train_tokenizer',
-           'fit_replies', 'save_model', 'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request',
-           'EngineError', 'check_key_env', 'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec',
-           'register_engine', 'engine_class', 'make_engine']
+           'free_accelerator_memory', 'Engine', 'stream_checked', 'cut_at_stop', 'train_tokenizer', 'fit_replies',
+           'save_model', 'TransformersEngine', 'retry_delay', 'parse_retry_after', 'chat_request', 'EngineError',
+           'check_key_env', 'OpenAIEngine', 'vllm_sampling_params', 'VLLMEngine', 'EngineSpec', 'register_engine',
+           'engine_class', 'make_engine']
 
 # %% ../nbs/03_backends.ipynb #a0fb65a6
 VLLM_SAMPLING_FIELDS = set("""n presence_penalty frequency_penalty repetition_penalty temperature watermarking top_p top_k min_p seed stop
@@ -145,16 +144,6 @@ def stream_checked(engine:Engine, conversations:list[list[dict]], params:Samplin
         if any(len(cs) != params.n for _, cs in batch):
             raise RuntimeError(f"engine {engine!r} returned {[len(cs) for _, cs in batch]} completions for prompts x n={params.n}")
         yield batch
-
-# %% ../nbs/03_backends.ipynb #7dea1a73
-def map_behind(fn:Callable, batches:Iterable, max_pending:int=8) -> Iterator:
-    "`fn(batch)` for each of `batches`, in order, computed in a worker thread while the next batches are drawn."
-    pending = collections.deque()
-    with ThreadPoolExecutor(1, thread_name_prefix="map-behind") as pool:
-        for batch in batches:
-            pending.append(pool.submit(fn, batch))
-            while pending and (pending[0].done() or len(pending) > max_pending): yield pending.popleft().result()
-        while pending: yield pending.popleft().result()
 
 # %% ../nbs/03_backends.ipynb #d5bc0e6f
 def cut_at_stop(text:str, stop:list[str]) -> tuple[str, bool]:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from .backends import Engine, EngineSpec, SamplingParams, make_engine, map_behind, stream_checked
+from .backends import Engine, EngineSpec, SamplingParams, make_engine, stream_checked
 from fastcore.basics import patch
 from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, BenchmarkSummary, EvalSummary, InputError, JsonlError, JsonlReport,
                             Problem, RecipeError, StrictModel, append_jsonl, conversation, distribution, iter_jsonl, lock_file,
@@ -286,7 +286,7 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
         size = recipe.chunk_size or max(1, len(todo))
         for c in range(0, len(todo), size):
             chunk = todo[c:c + size]
-            def graded(batch, chunk=chunk) -> list[EvalRecord]:
+            for batch in stream_checked(engine, [conversation(recipe.prompt_for(bench), p.problem, recipe.system) for p in chunk], params):
                 recs = [EvalRecord(benchmark=bench, problem_id=chunk[k].id, sample_idx=i, response=comp.text, gold=chunk[k].answer,
                                    answer=None, correct=False, decided_by="no_answer", prompt_tokens=comp.prompt_tokens,
                                    completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)
@@ -294,10 +294,6 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
                 grade_records(recs, by_id, timeout=recipe.grade_timeout,   # rules only: the judge comes once the engine is released
                               workers=None if len(recs) >= 64 else 0,   # few: graded here, math-verify in the shared pool
                               policy=recipe.policy)
-                return recs
-            # graded in a thread behind the engine, which steps on meanwhile
-            convs = [conversation(recipe.prompt_for(bench), p.problem, recipe.system) for p in chunk]
-            for recs in map_behind(graded, stream_checked(engine, convs, params)):
                 append_jsonl(f, recs)
                 bar.update(len(recs))
     finally: bar.close()

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine, map_behind, stream_checked
+from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine, stream_checked
 from .core import (PAPER_PROMPT, InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, conversation, distribution, iter_jsonl,
                             lock_file, set_seed, write_json, write_jsonl)
 from .grading import grade_many, problem_matcher
@@ -174,13 +174,11 @@ def _sample_stream(t:TeacherSpec, todo:list[Problem], status:dict, engine:Engine
         params = t.sampling.model_copy(update=dict(n=n, seed=seed))
         for lo in range(0, len(group), chunk_size or len(group)):
             part = group[lo:lo + (chunk_size or len(group))]
-            def graded(batch, part=part, start=start, params=params) -> list[Trace]:
+            for batch in stream_checked(engine, [conversation(t.prompt, p.problem, t.system) for p in part], params):
                 flat = [(part[i], start + j, c) for i, cs in batch for j, c in enumerate(cs)]
                 verdicts = grade_many([(c.text, p.answer) for p, _, c in flat], progress=False,
                                       workers=grade_workers if len(flat) >= 64 else 0)   # few: the shared worker pool
-                return [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, verdicts)]
-            # graded in a thread behind the engine, which steps on meanwhile
-            yield from map_behind(graded, stream_checked(engine, [conversation(t.prompt, p.problem, t.system) for p in part], params))
+                yield [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, verdicts)]
 
 # %% ../nbs/04_sampling.ipynb #e7a1ee34
 def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,

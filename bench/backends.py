@@ -56,7 +56,7 @@ def tiny_model(hidden_size: int = 64) -> Path:
 
 def tailed_model(hidden_size: int = 64) -> Path:
     "The tiny chat model fitted on long-tailed replies, cached like `tiny_model`."
-    return build_tiny_chat_model(RESULTS/"models"/("tiny-qwen2-tailed" + (f"-h{hidden_size}" if hidden_size != 64 else "")),
+    return build_tiny_chat_model(RESULTS/"models"/f"tiny-qwen2-tailed-h{hidden_size}",
                                  hidden_size=hidden_size, num_heads=max(2, hidden_size // 64), train_steps=300,
                                  reply_lengths="long-tailed")
 
@@ -230,7 +230,7 @@ def main():
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--vllm", action="store_true", help="sampling and evaluation paths against raw vLLM LLM.chat (only this)")
     ap.add_argument("--temperature", type=float, default=1.0, help="--vllm: sampling temperature (sets the length tail)")
-    ap.add_argument("--hidden-size", type=int, default=None, help="--vllm: the tailed model's width (default 64; wider costs more per token)")
+    ap.add_argument("--hidden-size", type=int, default=64, help="--vllm: the tailed model's width (wider costs more per token)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     info = dict(python=platform.python_version(), cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
@@ -238,7 +238,7 @@ def main():
                 command="python bench/backends.py " + " ".join(sys.argv[1:]))
     if args.vllm:
         res = dict(info, vllm_paths=bench_vllm_paths(min(args.prompts or 500, 500), 1500, args.temperature, args.repeat,
-                                                         args.hidden_size or 64))
+                                                         args.hidden_size))
         out = Path(args.out or RESULTS/"backends_vllm.json")
     elif args.gpu:
         res = dict(info, gpu=bench_gpu(max(args.prompts or 64, 512), max(args.max_tokens, 128), hidden_size=256))

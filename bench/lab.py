@@ -43,18 +43,21 @@ def run_stage(recipe:Path, stage:str) -> dict:
     return {"stage": stage, "wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
-def unit_times(run_dir:Path) -> dict[str, float]:
-    "In-process seconds of every finished unit."
+def done_units(run_dir:Path) -> list[dict]:
+    "The state files of a run's finished units."
     states = [json.loads(f.read_text()) for f in sorted((run_dir/"units").glob("*.json"))]
-    return {s["id"]: s["seconds"] for s in states if s.get("status") == "done"}
+    return [s for s in states if s.get("status") == "done"]
 
 
-def busy_seconds(run_dir:Path) -> float:
-    "Wall seconds during which at least one unit of the run was running: the union of its units' intervals."
-    spans = sorted((s["started"], s["finished"]) for f in (run_dir/"units").glob("*.json")
-                   if (s := json.loads(f.read_text())).get("status") == "done")
+def unit_times(units:list[dict]) -> dict[str, float]:
+    "In-process seconds of each finished unit."
+    return {s["id"]: s["seconds"] for s in units}
+
+
+def busy_seconds(units:list[dict]) -> float:
+    "Wall seconds during which at least one of the finished `units` was running: the union of their intervals."
     total, end = 0.0, float("-inf")
-    for a, b in spans:
+    for a, b in sorted((s["started"], s["finished"]) for s in units):
         total += max(0.0, b - max(a, end)); end = max(end, b)
     return total
 
@@ -92,14 +95,16 @@ def sizes_throughput(tps:list[dict]) -> list[dict]:
 
 def summarize_run(run_dir:Path, out:Path):
     "Unit seconds of a finished run per stage and per student, and training tokens/s per student."
-    units = unit_times(run_dir)
+    done = done_units(run_dir)
+    units, busy = unit_times(done), busy_seconds(done)
     stages = {s: stage_seconds(units, s) for s in STAGES}
     students = {}
     for k, v in units.items():
         if (s := student_of(k)): students[s] = round(students.get(s, 0) + v, 1)
     total, planned = sum(units.values()), len(json.loads((run_dir/"manifest.json").read_text())["units"])
     result = {"run_dir": str(run_dir), "cpus": os.cpu_count(), "units": len(units), "planned_units": planned,
-              "unit_seconds": round(total, 1), "busy_wall_seconds": round(busy := busy_seconds(run_dir), 1), "target_seconds": FULL_TARGET, "stages": stages, "students": students, "unit_times": units,
+              "unit_seconds": round(total, 1), "busy_wall_seconds": round(busy, 1), "target_seconds": FULL_TARGET,
+              "stages": stages, "students": students, "unit_times": units,
               "tokens_per_second_by_student": sizes_throughput(tokens_per_second(run_dir))}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
@@ -244,7 +249,7 @@ def main():
         stages.append(run_stage(recipe, stage))
         print(f"{stage:<7} {stages[-1]['wall_seconds']:>7.1f} s  peak {stages[-1]['peak_rss_mib']:>7.1f} MiB", flush=True)
     total = time.perf_counter() - t0
-    units = unit_times(a.run_dir)
+    units = unit_times(done_units(a.run_dir))
     for s in stages: s["unit_seconds"] = stage_seconds(units, s["stage"])
     tps = tokens_per_second(a.run_dir)
     sizes = sizes_throughput(tps)

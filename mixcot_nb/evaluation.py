@@ -21,8 +21,8 @@ from fastcore.basics import patch
 from .core import (PAPER_BENCHMARKS, PAPER_PROMPT, BenchmarkSummary, EvalSummary, InputError, JsonlError, JsonlReport,
                             Problem, RecipeError, StrictModel, append_jsonl, conversation, distribution, iter_jsonl, lock_file,
                             paper_average, read_summary, set_seed, write_json, write_jsonl)
-from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, Policy, grade_policies, judge_messages,
-                               parse_judgement, pick_field, problem_matcher)
+from .grading import (POLICIES, PROBLEM_FIELDS, RESPONSE_FIELDS, GradeStream, Policy, Verdict, grade_policies,
+                               judge_messages, parse_judgement, pick_field, problem_matcher)
 from .problems import DATASETS, load_problems
 
 # %% auto #0
@@ -216,6 +216,14 @@ def _judge_fn(engine:Engine|None):
     params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=20)
     return lambda items: [parse_judgement(cs[0].text) for cs in engine.generate([judge_messages(*it) for it in items], params)]
 
+def _set_verdicts(records:list[EvalRecord], both:dict[str, list[Verdict]], policy:Policy) -> list[EvalRecord]:
+    "Set each record's verdict under `policy` from `both` policies' verdicts, the other's beside; return `records`."
+    other = "lenient" if policy == "strict" else "strict"
+    for r, v, ov in zip(records, both[policy], both[other]):
+        r.answer, r.correct, r.decided_by, r.extracted_by, r.policy = v.answer, v.correct, v.decided_by, v.extracted_by, policy
+        setattr(r, f"{other}_correct", ov.correct)
+    return records
+
 def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=None, timeout:float=5.0,
                   workers:int|None=None,
                   policy:Policy="strict", # the headline's extraction policy (the paper's: strict); the other's verdict beside
@@ -224,11 +232,7 @@ def grade_records(records:list[EvalRecord], problems:dict[str, Problem], judge=N
     if policy not in POLICIES: raise InputError(f"policy: {policy!r} is not one of {list(POLICIES)}")
     bench = records[0].benchmark if records else None
     both = grade_policies([(r.response, r.gold) for r in records], benchmark=bench, workers=workers, timeout=timeout, progress=False)
-    other = "lenient" if policy == "strict" else "strict"
-    for r, v, ov in zip(records, both[policy], both[other]):
-        r.answer, r.correct, r.decided_by, r.extracted_by, r.policy = v.answer, v.correct, v.decided_by, v.extracted_by, policy
-        setattr(r, f"{other}_correct", ov.correct)
-    return judge_records(records, problems, judge)
+    return judge_records(_set_verdicts(records, both, policy), problems, judge)
 
 # %% ../nbs/07_evaluation.ipynb #515cb421
 def unjudged(records:list[EvalRecord]) -> list[EvalRecord]:
@@ -274,7 +278,6 @@ def _write_summary(recipe:EvalRecipe, out:Path, benches:dict[str, BenchmarkSumma
 # %% ../nbs/07_evaluation.ipynb #48ffd6a7
 def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress:bool) -> BenchmarkSummary:
     problems = load_problems(bench, path=recipe.data.get(bench), limit=recipe.limit)
-    by_id = {p.id: p for p in problems}
     f = out/f"{bench}.jsonl"
     done = {r.key for r in read_records(f)} if f.exists() else set()
     todo = [p for p in problems if any((p.id, i) not in done for i in range(recipe.n))]
@@ -282,6 +285,11 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
     engine = get_engine() if todo else None      # built only when something is left to generate
     bar = tqdm(total=len(problems) * recipe.n, initial=len(problems) * recipe.n - sum(recipe.n for _ in todo), desc=bench,
                unit="item", disable=not progress)
+    def append(graded):
+        for recs, both in graded:
+            append_jsonl(f, _set_verdicts(recs, both, recipe.policy))
+            bar.update(len(recs))
+    grader = GradeStream(bench, timeout=recipe.grade_timeout)   # rules only: the judge comes once the engine is released
     try:
         size = recipe.chunk_size or max(1, len(todo))
         for c in range(0, len(todo), size):
@@ -291,12 +299,11 @@ def _eval_benchmark(recipe:EvalRecipe, bench:str, get_engine, out:Path, progress
                                    answer=None, correct=False, decided_by="no_answer", prompt_tokens=comp.prompt_tokens,
                                    completion_tokens=comp.completion_tokens, finish_reason=comp.finish_reason, seconds=comp.seconds)
                         for k, cs in batch for i, comp in enumerate(cs) if (chunk[k].id, i) not in done]
-                grade_records(recs, by_id, timeout=recipe.grade_timeout,   # rules only: the judge comes once the engine is released
-                              workers=None if len(recs) >= 64 else 0,   # few: graded here, math-verify in the shared pool
-                              policy=recipe.policy)
-                append_jsonl(f, recs)
-                bar.update(len(recs))
-    finally: bar.close()
+                grader.submit([(r.response, r.gold) for r in recs], recs)
+                append(grader.ready())                  # only what is graded: the engine never waits for math-verify
+    finally:
+        append(grader.ready(wait=True))                 # what was generated is kept, even when the engine failed
+        grader.close(); bar.close()
     return _summarise(recipe, read_records(f), problems)
 
 # %% ../nbs/07_evaluation.ipynb #c0663ceb

@@ -28,8 +28,8 @@ __all__ = ['Policy', 'Extraction', 'POLICIES', 'TAIL_CHARS', 'MAX_ANSWER_CHARS',
            'extract_answer', 'hendrycks_strip_string', 'hendrycks_is_equiv', 'inequality_interval', 'normalise_answer',
            'as_fraction', 'numbers_match', 'too_costly', 'warm_up', 'shared_pool', 'run_limited', 'match_answers',
            'answers_match', 'Verdict', 'judge_messages', 'parse_judgement', 'chat_judge', 'reference_answer', 'grade',
-           'grade_policies', 'grade_many', 'summarise', 'read_grader_suite', 'is_prose', 'grade_suite_case',
-           'math_verify_plain', 'pick_field', 'problem_matcher']
+           'grade_policies', 'grade_many', 'summarise', 'GradeStream', 'read_grader_suite', 'is_prose',
+           'grade_suite_case', 'math_verify_plain', 'pick_field', 'problem_matcher']
 
 # %% ../nbs/01_grading.ipynb #cbfcc6d9
 _box_re = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -682,21 +682,24 @@ def _future_rule(f) -> tuple[bool, Rule]:
     except (TimeoutError, FutureTimeout, ProcessExpired): return False, "timeout"   # killed at the deadline, or died
     except Exception: return False, "mismatch"                                       # math-verify raised
 
+def _schedule(pairs:Iterable[tuple[str, str]], pool:ProcessPool|None, timeout:float) -> tuple[dict, dict]:
+    "(correct, rule) of the pairs the cheap rules decide, and the math-verify futures of the rest (no pool: decided here)."
+    out, futures = {}, {}
+    for gold, ans in pairs:
+        rule, ng, np_ = _cheap_rules(gold, ans)
+        rule = rule or _needs_math_verify(gold, ans, ng, np_)
+        if rule: out[gold, ans] = rule in ("exact", "normalised"), rule
+        elif pool is not None: futures[pool.schedule(_mv_task, args=(gold, ans, ng, np_), timeout=timeout)] = gold, ans
+        else: out[gold, ans] = match_answers(gold, ans, timeout)
+    return out, futures
+
 def _compare_all(pairs:list[tuple[str, str]], workers:int, timeout:float, progress:bool) -> dict[tuple[str, str], tuple[bool, Rule]]:
     "(correct, rule) of each distinct (gold, answer) pair: cheap rules here, math-verify in worker processes."
-    out, futures = {}, {}
     pool = _new_pool(min(workers, len(pairs))) if workers > 0 and pairs and not mp.current_process().daemon else None
     bar = tqdm(total=len(pairs), desc="grading", disable=not progress)
     try:
-        for gold, ans in pairs:
-            rule, ng, np_ = _cheap_rules(gold, ans)
-            rule = rule or _needs_math_verify(gold, ans, ng, np_)
-            if rule: out[gold, ans] = rule in ("exact", "normalised"), rule
-            elif pool is not None:
-                futures[pool.schedule(_mv_task, args=(gold, ans, ng, np_), timeout=timeout)] = gold, ans
-                continue
-            else: out[gold, ans] = match_answers(gold, ans, timeout)
-            bar.update()
+        out, futures = _schedule(pairs, pool, timeout)
+        bar.update(len(out))
         for f in as_completed(futures):
             out[futures[f]] = _future_rule(f)
             bar.update()
@@ -706,6 +709,28 @@ def _compare_all(pairs:list[tuple[str, str]], workers:int, timeout:float, progre
     return out
 
 # %% ../nbs/01_grading.ipynb #a2bc1da2
+def _find_answers(items:Iterable, benchmark:str|None, policies:list[Policy]) -> tuple[list, list[str], dict, list[tuple[str, str]]]:
+    "The rows, their references, each policy's (answer, how found) per row, and the distinct (reference, answer) pairs."
+    rows = [_as_item(it) for it in items]
+    golds = [reference_answer(g, benchmark) for _, g, _ in rows]
+    found = {p: [find_answer(resp, benchmark, p) for resp, _, _ in rows] for p in policies}
+    pairs = list(dict.fromkeys((g, a) for p in policies for g, (a, _) in zip(golds, found[p]) if a is not None))
+    return rows, golds, found, pairs
+
+def _verdicts(rows:list, golds:list[str], found:dict, done:dict, judge:Judge|None=None) -> dict[str, list[Verdict]]:
+    "Each policy's verdicts in input order from the compared pairs `done`; the judge asked once per distinct miss."
+    judged = {}
+    def judge_once(problem, gold, pred):
+        if (problem, gold, pred) not in judged: judged[problem, gold, pred] = judge(problem, gold, pred)
+        return judged[problem, gold, pred]
+    out = {}
+    for p, answers in found.items():
+        vs = [Verdict(answer=None, correct=False, decided_by="no_answer", policy=p) if a is None else
+              Verdict(answer=a, correct=done[g, a][0], decided_by=done[g, a][1], extracted_by=how, policy=p)
+              for g, (a, how) in zip(golds, answers)]
+        out[p] = [_with_judge(v, rows[i][2], golds[i], judge and judge_once) for i, v in enumerate(vs)]
+    return out
+
 def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
                    benchmark:str|None=None, # "gsm8k" switches on the last-number rule
                    policies:Iterable[Policy]=POLICIES, # extraction policies to grade under
@@ -715,22 +740,9 @@ def grade_policies(items:Iterable, # `(response, gold)` pairs, or dicts with `re
                    progress:bool=True, # show a tqdm progress bar
                   ) -> dict[str, list[Verdict]]:
     "Grade many responses under each policy, in parallel and in order; each distinct (reference, answer) is compared once."
-    rows, policies = [_as_item(it) for it in items], list(policies)
-    golds = [reference_answer(g, benchmark) for _, g, _ in rows]
-    found = {p: [find_answer(resp, benchmark, p) for resp, _, _ in rows] for p in policies}
-    pairs = list(dict.fromkeys((g, a) for p in policies for g, (a, _) in zip(golds, found[p]) if a is not None))
+    rows, golds, found, pairs = _find_answers(items, benchmark, list(policies))
     done = _compare_all(pairs, (os.cpu_count() or 1) if workers is None else workers, timeout, progress)
-    judged = {}
-    def judge_once(problem, gold, pred):
-        if (problem, gold, pred) not in judged: judged[problem, gold, pred] = judge(problem, gold, pred)
-        return judged[problem, gold, pred]
-    out = {}
-    for p in policies:
-        vs = [Verdict(answer=None, correct=False, decided_by="no_answer", policy=p) if a is None else
-              Verdict(answer=a, correct=done[g, a][0], decided_by=done[g, a][1], extracted_by=how, policy=p)
-              for g, (a, how) in zip(golds, found[p])]
-        out[p] = [_with_judge(v, rows[i][2], golds[i], judge and judge_once) for i, v in enumerate(vs)]
-    return out
+    return _verdicts(rows, golds, found, done, judge)
 
 # %% ../nbs/01_grading.ipynb #3bed6953
 def grade_many(items:Iterable, # `(response, gold)` pairs, or dicts with `response`, `gold` and optional `problem`
@@ -752,6 +764,37 @@ def summarise(verdicts:list[Verdict]) -> dict:
     return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
             "no_answer_rate": by["no_answer"] / n if n else 0.0, "by": dict(sorted(by.items())),
             "extracted_by": dict(sorted(Counter(v.extracted_by or "none" for v in verdicts).items()))}
+
+# %% ../nbs/01_grading.ipynb #25bdea2b
+class GradeStream:
+    "Grade batches behind a generation stream: answers and cheap rules at once, math-verify left running in worker processes."
+    def __init__(self,
+                 benchmark:str|None=None, # "gsm8k" switches on the last-number rule
+                 policies:Iterable[Policy]=POLICIES, # extraction policies to grade under
+                 workers:int|None=None, # None: the shared pool; n: a pool of n of its own; 0: math-verify waited for here
+                 timeout:float=5.0): # hard limit in seconds per comparison
+        self.benchmark, self.policies, self.timeout, self.pending = benchmark, list(policies), timeout, []
+        forked = workers != 0 and not mp.current_process().daemon
+        self.own = _new_pool(workers) if forked and workers else None
+        self.pool = self.own or (shared_pool() if forked else None)
+
+    def submit(self, items:Iterable, tag:Any=None):
+        "Start grading `items` (as `grade_policies` takes them); `ready` returns their verdicts with `tag`."
+        rows, golds, found, pairs = _find_answers(items, self.benchmark, self.policies)
+        self.pending.append((tag, rows, golds, found, *_schedule(pairs, self.pool, self.timeout)))
+
+    def ready(self, wait:bool=False) -> list[tuple[Any, dict[str, list[Verdict]]]]:
+        "(tag, verdicts by policy) of the batches whose comparisons are done (with `wait`: of every batch), in submission order."
+        out, left = [], []
+        for b in self.pending: (out if wait or all(f.done() for f in b[-1]) else left).append(b)
+        self.pending = left
+        return [(tag, _verdicts(rows, golds, found, done | {pair: _future_rule(f) for f, pair in futures.items()}))
+                for tag, rows, golds, found, done, futures in out]
+
+    def close(self):
+        if self.own is not None: self.own.stop(); self.own.join()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
 
 # %% ../nbs/01_grading.ipynb #ceb8aaa4
 SUITE_FIELDS = {"id": str, "source": str, "kind": str, "gold": str, "pred": str, "expected": bool}

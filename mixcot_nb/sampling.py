@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .backends import Completion, Engine, EngineSpec, SamplingParams, make_engine, stream_checked
 from .core import (PAPER_PROMPT, InputError, JsonlReport, Problem, RunDir, StrictModel, Trace, append_jsonl, check_name, conversation, distribution, iter_jsonl,
                             lock_file, set_seed, write_json, write_jsonl)
-from .grading import grade_many, problem_matcher
+from .grading import GradeStream, grade_many, problem_matcher
 from .problems import load_problems
 
 # %% auto #0
@@ -162,6 +162,10 @@ def _to_trace(t:TeacherSpec, p:Problem, idx:int, c:Completion, v, params:Samplin
 def _finished(t:TeacherSpec, attempts:int, correct:int) -> bool:
     return correct >= t.target_correct or attempts >= t.max_attempts
 
+def _traces(t:TeacherSpec, graded:list, params:SamplingParams) -> Iterable[list[Trace]]:
+    "The traces of each graded batch of (problem, sample index, completion)."
+    for flat, vs in graded: yield [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, vs["strict"])]
+
 def _sample_stream(t:TeacherSpec, todo:list[Problem], status:dict, engine:Engine, chunk_size:int|None,
                    grade_workers) -> Iterable[list[Trace]]:
     "Sample every problem of `todo` as many times as it still needs, grouped into engine calls; graded traces as they finish."
@@ -174,18 +178,20 @@ def _sample_stream(t:TeacherSpec, todo:list[Problem], status:dict, engine:Engine
         params = t.sampling.model_copy(update=dict(n=n, seed=seed))
         for lo in range(0, len(group), chunk_size or len(group)):
             part = group[lo:lo + (chunk_size or len(group))]
-            for batch in stream_checked(engine, [conversation(t.prompt, p.problem, t.system) for p in part], params):
-                flat = [(part[i], start + j, c) for i, cs in batch for j, c in enumerate(cs)]
-                verdicts = grade_many([(c.text, p.answer) for p, _, c in flat], progress=False,
-                                      workers=grade_workers if len(flat) >= 64 else 0)   # few: the shared worker pool
-                yield [_to_trace(t, p, idx, c, v, params) for (p, idx, c), v in zip(flat, verdicts)]
+            with GradeStream(policies=["strict"], workers=grade_workers) as grader:
+                for batch in stream_checked(engine, [conversation(t.prompt, p.problem, t.system) for p in part], params):
+                    flat = [(part[i], start + j, c) for i, cs in batch for j, c in enumerate(cs)]
+                    grader.submit([(c.text, p.answer) for p, _, c in flat], flat)
+                    yield from _traces(t, grader.ready(), params)
+                yield from _traces(t, grader.ready(wait=True), params)
 
 # %% ../nbs/04_sampling.ipynb #e7a1ee34
 def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
                    engine:Engine|None=None,           # default: built from `t.engine` and closed at the end
                    shard:tuple[int, int]=(0, 1),      # this job's share of the problems
                    chunk_size:int|None=None,          # problems per engine call; None: a whole round at once, streamed
-                   grade_workers:int|None=None, progress:bool=True) -> SampleSummary:
+                   grade_workers:int|None=None,       # math-verify workers: None, the shared pool; 0, waited for here
+                   progress:bool=True) -> SampleSummary:
     "Sample teacher `t` on its shard of `problems` with rejection, resuming from the store; return its summary."
     mine = [p for p in problems if shard_of(p.id, shard[1]) == shard[0]]
     skipped = sum(p.answer is None for p in mine)

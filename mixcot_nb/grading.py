@@ -492,9 +492,10 @@ def warm_up():
     _warmed = True
 
 def _worker_init():
-    "Silence math-verify's log noise, let Ctrl-C reach the parent only, warm up if not forked from a warm parent."
+    "Silence math-verify's log noise, let Ctrl-C reach the parent only, yield the CPU to an engine, warm up if needed."
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(10)               # grading is background work: an engine (or a trainer) beside it keeps its cores
     warm_up()
 
 # %% ../nbs/01_grading.ipynb #a0ba9513

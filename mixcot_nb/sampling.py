@@ -190,7 +190,7 @@ def sample_teacher(t:TeacherSpec, problems:list[Problem], store:TraceStore,
                    engine:Engine|None=None,           # default: built from `t.engine` and closed at the end
                    shard:tuple[int, int]=(0, 1),      # this job's share of the problems
                    chunk_size:int|None=None,          # problems per engine call; None: a whole round at once, streamed
-                   grade_workers:int|None=None,       # math-verify workers: None, the shared pool; 0, waited for here
+                   grade_workers:int|None=None,       # math-verify workers: None, the shared pool; n, its own; 0, none
                    progress:bool=True) -> SampleSummary:
     "Sample teacher `t` on its shard of `problems` with rejection, resuming from the store; return its summary."
     mine = [p for p in problems if shard_of(p.id, shard[1]) == shard[0]]

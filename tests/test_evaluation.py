@@ -329,25 +329,23 @@ def test_grading_behind_the_stream_neither_waits_nor_loses(tmp_path):
            [{"problem": rf"\boxed{{{i}}}", "answer": str(i)} for i in range(4)]
     (tmp_path/"data").mkdir()
     (tmp_path/"data"/"test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = lambda srv, out: EvalRecipe(model="fault-model", output_dir=str(out), benchmarks=["math500"],
-                                         engine={"engine": "openai", "base_urls": srv.base_urls, "max_concurrency": 8},
-                                         data={"math500": str(tmp_path/"data")}, prompt="{problem}", max_new_tokens=64)
+    recipe = lambda srv, out, concurrency: EvalRecipe(
+        model="fault-model", output_dir=str(out), benchmarks=["math500"], data={"math500": str(tmp_path/"data")},
+        engine={"engine": "openai", "base_urls": srv.base_urls, "max_concurrency": concurrency},
+        prompt="{problem}", max_new_tokens=64)
     with FaultServer(faults={r["problem"]: ["slow:0.3"] for r in rows[1:]}) as srv:
-        run_evaluation(recipe(srv, tmp_path/"behind"), progress=False)
+        run_evaluation(recipe(srv, tmp_path/"behind", 8), progress=False)
     recs = read_records(tmp_path/"behind"/"math500.jsonl")
     assert [r.gold for r in recs][-1] == "(x+y+z)^{60}" and len(recs) == 5
     assert [r.correct for r in recs[:4]] == [True] * 4 and not recs[-1].correct and recs[-1].answer == "(x+y-z)^{60}"
 
-    recipe = lambda srv, out: EvalRecipe(model="fault-model", output_dir=str(out), benchmarks=["math500"],
-                                         engine={"engine": "openai", "base_urls": srv.base_urls, "max_concurrency": 1},
-                                         data={"math500": str(tmp_path/"data")}, prompt="{problem}", max_new_tokens=64)
     with FaultServer(faults={rows[3]["problem"]: ["400"]}) as srv:      # one request at a time, in order: the 4th fails
         with pytest.raises(Exception, match="400"):
-            run_evaluation(recipe(srv, tmp_path/"failed"), progress=False)
+            run_evaluation(recipe(srv, tmp_path/"failed", 1), progress=False)
     kept = read_records(tmp_path/"failed"/"math500.jsonl")
     assert sorted(r.gold for r in kept) == ["(x+y+z)^{60}", "0", "1"]
     assert [r.decided_by for r in kept if r.gold in ("0", "1")] == ["exact", "exact"]
     with FaultServer() as srv:
-        run_evaluation(recipe(srv, tmp_path/"failed"), progress=False)
+        run_evaluation(recipe(srv, tmp_path/"failed", 1), progress=False)
         assert len(srv.requests) == 2
     _check_consistent(tmp_path/"failed", "math500", 5, 1)

@@ -680,6 +680,9 @@ def main(argv:list[str]|None=None) -> int:
     "`python -m mixcot_nb.training RECIPE.yaml [--set KEY.PATH=VALUE] [--no-progress]`: `mixcot train`, as a module."
     if os.environ.get("MIXCOT_DIE_WITH_PARENT"): die_with_parent()   # launched by `launch_training`
     from mixcot_nb.cli import main as mixcot
-    return mixcot(["train", *(sys.argv[1:] if argv is None else argv)])
+    try: return mixcot(["train", *(sys.argv[1:] if argv is None else argv)])
+    finally:
+        import torch.distributed as dist                 # a process group left to interpreter exit can abort the rank
+        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 if __name__ == "__main__" and not hasattr(builtins, "get_ipython"): sys.exit(main())   # not when the notebook itself runs
